@@ -1,0 +1,3 @@
+from subbench.cli import main
+
+main()

@@ -1,0 +1,165 @@
+"""The ``subbench`` command line.
+
+Only click, pluggy and the plugin modules (which import nothing heavy) load here, so
+``subbench --help`` stays fast; torch and friends load when a stage actually runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from subbench import __version__
+from subbench.errors import SubbenchError
+
+LIST_KINDS = ("families", "traits", "injectors", "domains", "judges", "mitigations", "distillers", "experiments")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="subbench")
+def cli():
+    """subbench: measure subliminal learning — how much of a teacher's hidden trait a
+    student distilled from its benign outputs inherits.
+
+    \b
+    Quick start:   subbench run quickstart
+    What exists:   subbench list experiments | families | injectors | ...
+    Plugins:       subbench plugins
+    """
+
+
+@cli.command()
+@click.argument("experiment")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a field of the experiment, e.g. --set domain.size=500 --set seeds=[0,1]. Repeatable.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where stage artifacts are cached [default: $SUBBENCH_WORKDIR or ./.subbench].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True,
+              help="Where entries are written (one JSON per cell, under OUT/EXPERIMENT/).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--fresh", is_flag=True, help="Recompute every stage instead of reusing cached artifacts.")
+@click.option("--dry-run", is_flag=True, help="Resolve and validate the grid, print its cells and stages, run nothing.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage log; print only the final table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON instead of the table.")
+def run(experiment, sets, workdir, out, device, fresh, dry_run, quiet, as_json):
+    """Run EXPERIMENT (a name from `subbench list experiments` or a YAML path).
+
+    Every stage (build base, inject, generate, filter, distill, evaluate) is cached in the
+    workdir under the hash of its inputs; re-running skips finished stages and gives the
+    same numbers. Each cell (teacher setting x distillation x student) ends in one entry.
+    """
+    from subbench.config import load_experiment
+
+    exp = load_experiment(experiment, list(sets))
+    if dry_run:
+        from subbench.dryrun import describe
+
+        click.echo(describe(exp))
+        return
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SubbenchError("--device cuda was asked for but torch sees no CUDA device; use --device cpu.")
+    from subbench.pipeline import Runner, format_table
+
+    workdir = workdir or Path(os.environ.get("SUBBENCH_WORKDIR", ".subbench"))
+    runner = Runner(exp, workdir=workdir, out=out, device=device, quiet=quiet, fresh=fresh)
+    entries = runner.run()
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    click.echo(format_table(entries))
+    click.echo(
+        f"\n{len(entries)} entries written to {out / exp.name}/ "
+        f"({runner.stats['run']} stages run, {runner.stats['cached']} cached; workdir {workdir})."
+    )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json):
+    """List loaded plugins: version, hooks, what each registered, and load errors."""
+    from subbench.plugins import get_manager
+
+    infos = [i.as_dict() for i in get_manager().infos.values()]
+    if as_json:
+        click.echo(json.dumps(infos, indent=2))
+        return
+    for info in infos:
+        origin = "built-in" if info["builtin"] else "installed"
+        click.echo(f"{info['name']} {info['version'] or ''} ({origin})")
+        if info["error"]:
+            click.echo(f"  ERROR: {info['error']}")
+        for kind, names in info["registered"].items():
+            click.echo(f"  {kind}: {', '.join(names)}")
+
+
+@cli.command(name="list")
+@click.argument("kind", type=click.Choice(LIST_KINDS))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_(kind, as_json):
+    """List the registered components of one KIND (or the available experiments)."""
+    if kind == "experiments":
+        from subbench.config import list_experiments
+
+        items = [{"name": n, "path": str(p)} for n, p in sorted(list_experiments().items())]
+        for item in items:
+            item["description"] = _first_line_description(Path(item["path"]))
+    else:
+        from subbench.plugins import get_manager
+
+        items = [c.describe() for c in get_manager().registry(kind)]
+    if as_json:
+        click.echo(json.dumps(items, indent=2, default=str))
+        return
+    if not items:
+        click.echo(f"No {kind} registered.")
+    width = max((len(i["name"]) for i in items), default=0)
+    for i in items:
+        origin = f"  [{i['plugin']}]" if i.get("plugin") else ""
+        click.echo(f"{i['name'].ljust(width)}  {i.get('description') or ''}{origin}")
+
+
+def _first_line_description(path: Path) -> str:
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("description:"):
+                return line.split(":", 1)[1].strip().strip("'\"")
+    except OSError:
+        pass
+    return ""
+
+
+def build_cli() -> click.Group:
+    from subbench.plugins import get_manager
+
+    get_manager().add_commands(cli)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    group = build_cli()
+    try:
+        rv = group.main(args=argv, prog_name="subbench", standalone_mode=False)
+    except SubbenchError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; finished stages are cached, re-run the same command to resume.", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

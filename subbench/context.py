@@ -1,0 +1,45 @@
+"""Run-wide settings handed to every component."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+
+@dataclass
+class Context:
+    workdir: Path
+    device: str = "cpu"
+    quiet: bool = False
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def progress(self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it"):
+        """A tqdm bar on stderr (disabled with --quiet)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            iterable,
+            total=total,
+            desc=desc,
+            unit=unit,
+            disable=self.quiet,
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def setup_torch(self) -> None:
+        """Thread count and denormal flushing that keep CPU runs fast (see docs/architecture.md)."""
+        import torch
+
+        threads = self.threads or int(os.environ.get("SUBBENCH_THREADS", "1"))
+        torch.set_num_threads(max(1, threads))
+        torch.set_flush_denormal(True)

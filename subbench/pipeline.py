@@ -1,0 +1,466 @@
+"""Runs an experiment: every cell's stages through the artifact store, then its entries.
+
+Stages (each an artifact keyed by the hash of its inputs and the component versions):
+``base`` → ``inject`` → ``generate`` → ``filter`` → [``mitigate``] → ``distill`` → ``evaluate``.
+Models are loaded only when a stage has to run, so a fully cached re-run touches no
+weights and imports no deep-learning library.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from subbench import __version__
+from subbench.artifacts import Artifact, ArtifactStore, atomic_write_text, read_jsonl, write_jsonl
+from subbench.components import ModelRef
+from subbench.config import Experiment, Spec, StudentSpec
+from subbench.context import Context
+from subbench.entry import SCHEMA_VERSION, environment, git_commit, now, relation, seal
+from subbench.errors import SubbenchError
+from subbench.hashing import sha256_dir, sha256_file
+from subbench.metrics import transfer_ratio
+
+
+@dataclass
+class Source:
+    """A model a stage reads: a base, a teacher (base + injector) or a distilled student."""
+
+    key: str
+    label: str
+    loader: Callable[[], Any]
+
+
+class BoundJudge:
+    """A judge with the experiment's params bound, handed to ``Trait.evaluate``."""
+
+    def __init__(self, spec: Spec):
+        self.component = spec.component
+        self.params = spec.params
+        self.name = spec.component.name
+        self.needs = spec.component.needs
+
+    def score(self, samples, target, params=None, ctx=None):
+        return self.component.score(samples, target, self.params, ctx)
+
+    def __getattr__(self, item):
+        return getattr(self.component, item)
+
+
+class Runner:
+    def __init__(
+        self,
+        exp: Experiment,
+        workdir: Path,
+        out: Path,
+        device: str = "cpu",
+        quiet: bool = False,
+        fresh: bool = False,
+    ):
+        self.exp = exp
+        self.workdir = Path(workdir)
+        self.out = Path(out)
+        self.ctx = Context(workdir=self.workdir, device=device, quiet=quiet)
+        self.store = ArtifactStore(self.workdir / "artifacts", fresh=fresh)
+        self._models: OrderedDict[str, Any] = OrderedDict()
+        self._torch_ready = False
+        self.stats = {"run": 0, "cached": 0}
+
+    # -- models ------------------------------------------------------------------
+    def _prepare(self) -> None:
+        if not self._torch_ready:
+            self.ctx.setup_torch()
+            self._torch_ready = True
+
+    def load(self, source: Source) -> Any:
+        if source.key in self._models:
+            self._models.move_to_end(source.key)
+            return self._models[source.key]
+        self._prepare()
+        model = source.loader()
+        self._models[source.key] = model
+        while len(self._models) > 3:
+            _, old = self._models.popitem(last=False)
+            close = getattr(old, "close", None)
+            if callable(close):
+                close()
+        return model
+
+    def _stage(self, stage: str, label: str, inputs: dict[str, Any], fn: Callable[[Path], dict[str, Any]]) -> Artifact:
+        found = self.store.lookup(stage, inputs)
+        if found is not None:
+            self.stats["cached"] += 1
+            return found
+        self.ctx.log(f"[{stage}] {label} ...")
+        started = time.time()
+
+        def run(tmp: Path) -> dict[str, Any]:
+            self._prepare()
+            return fn(tmp)
+
+        art = self.store.produce(stage, inputs, run)
+        self.stats["run"] += 1
+        self.ctx.log(f"[{stage}] {label} done in {time.time() - started:.1f}s")
+        return art
+
+    # -- stages ------------------------------------------------------------------
+    def base(self, family, seed: int, params: dict[str, Any]) -> Artifact:
+        inputs = {"family": family.name, "version": family.version, "seed": seed, "params": params}
+
+        def fn(tmp: Path) -> dict[str, Any]:
+            result = dict(family.build(seed, params, tmp, self.ctx) or {})
+            result.setdefault("sha256", sha256_dir(tmp))
+            return result
+
+        return self._stage("base", f"{family.name} seed {seed}", inputs, fn)
+
+    def base_source(self, family, art: Artifact) -> Source:
+        return Source(art.key, f"{family.name}", lambda: family.load(art.path, self.ctx))
+
+    def inject(self, family, base_art: Artifact, params: dict[str, Any], seed: int) -> Artifact:
+        exp = self.exp
+        inj = exp.injector.component
+        inputs = {
+            "base": base_art.key,
+            "injector": inj.name,
+            "version": inj.version,
+            "params": params,
+            "trait": exp.trait.name,
+            "trait_version": exp.trait.component.version,
+            "target": exp.target,
+            "seed": seed,
+        }
+
+        def fn(tmp: Path) -> dict[str, Any]:
+            ref = ModelRef(family, base_art.path, base_art.result)
+            return inj.inject(ref, exp.trait.component, exp.target, params, seed, tmp, self.ctx) or {}
+
+        return self._stage("inject", f"{inj.name} {_short(params)} on {family.name}", inputs, fn)
+
+    def teacher_source(self, family, base_art: Artifact, teacher_art: Artifact) -> Source:
+        inj = self.exp.injector.component
+        ref = ModelRef(family, base_art.path, base_art.result)
+        return Source(teacher_art.key, f"teacher {inj.name}", lambda: inj.load(teacher_art.path, ref, self.ctx))
+
+    def generate(self, source: Source, seed: int) -> Artifact:
+        dom = self.exp.domain
+        inputs = {"source": source.key, "domain": dom.name, "version": dom.component.version,
+                  "params": dom.params, "size": self.exp.size, "seed": seed}
+
+        def fn(tmp: Path) -> dict[str, Any]:
+            model = self.load(source)
+            n = write_jsonl(tmp / "raw.jsonl", dom.component.generate(model, self.exp.size, dom.params, seed, self.ctx))
+            return {"n_raw": n, "sha256": sha256_file(tmp / "raw.jsonl")}
+
+        return self._stage("generate", f"{dom.name} x{self.exp.size} from {source.label}", inputs, fn)
+
+    def filter(self, gen: Artifact) -> Artifact:
+        dom = self.exp.domain
+        inputs = {"raw": gen.key, "domain": dom.name, "version": dom.component.version, "params": dom.params}
+
+        def fn(tmp: Path) -> dict[str, Any]:
+            kept, decisions, reasons = [], [], {}
+            for row in read_jsonl(gen.path / "raw.jsonl"):
+                reason = dom.component.filter(row, dom.params)
+                decisions.append({"id": row.get("id"), "kept": reason is None, "reason": reason})
+                if reason is None:
+                    kept.append(row)
+                else:
+                    reasons[reason] = reasons.get(reason, 0) + 1
+            write_jsonl(tmp / "decisions.jsonl", decisions)
+            write_jsonl(tmp / "kept.jsonl", kept)
+            if not kept:
+                raise SubbenchError(
+                    f"The {dom.name} filter kept none of {len(decisions)} samples (reasons: {reasons}); "
+                    "check the domain's filter options or the model's outputs in "
+                    f"{gen.path / 'raw.jsonl'}."
+                )
+            return {"n_raw": len(decisions), "n_kept": len(kept), "rejections": dict(sorted(reasons.items())),
+                    "sha256": sha256_file(tmp / "kept.jsonl")}
+
+        return self._stage("filter", f"{dom.name} filter", inputs, fn)
+
+    def mitigate(self, data: Artifact, seed: int) -> Artifact:
+        mit = self.exp.mitigation
+        if mit is None:
+            return data
+        inputs = {"data": data.key, "mitigation": mit.name, "version": mit.component.version, "params": mit.params, "seed": seed}
+
+        def fn(tmp: Path) -> dict[str, Any]:
+            rows = mit.component.apply(read_jsonl(data.path / "kept.jsonl"), mit.params, seed, self.ctx)
+            n = write_jsonl(tmp / "kept.jsonl", rows)
+            return {"n_in": data.result.get("n_kept"), "n_kept": n, "sha256": sha256_file(tmp / "kept.jsonl")}
+
+        return self._stage("mitigate", f"{mit.name}", inputs, fn)
+
+    def distill(self, student: StudentSpec, s_base: Artifact, data: Artifact, source: Source, dist: Spec, seed: int, role: str) -> Artifact:
+        comp = dist.component
+        inputs = {
+            "student_base": s_base.key,
+            "data": data.key,
+            "teacher": source.key if comp.needs_teacher_model else None,
+            "distiller": comp.name,
+            "version": comp.version,
+            "params": dist.params,
+            "seed": seed,
+        }
+
+        def fn(tmp: Path) -> dict[str, Any]:
+            teacher = self.load(source) if comp.needs_teacher_model else None
+            rows = read_jsonl(data.path / "kept.jsonl")
+            ref = ModelRef(student.family, s_base.path, s_base.result)
+            result = dict(comp.distill(ref, rows, teacher, dist.params, seed, tmp, self.ctx) or {})
+            result.setdefault("sha256", sha256_dir(tmp))
+            return result
+
+        return self._stage("distill", f"{comp.name} {role} {student.family.name}", inputs, fn)
+
+    def student_source(self, student: StudentSpec, art: Artifact) -> Source:
+        return Source(art.key, f"student {student.family.name}", lambda: student.family.load(art.path, self.ctx))
+
+    def evaluate(self, source: Source) -> Artifact:
+        exp = self.exp
+        trait, judge = exp.trait, exp.judge
+        inputs = {
+            "model": source.key,
+            "trait": trait.name,
+            "trait_version": trait.component.version,
+            "target": exp.target,
+            "params": trait.params,
+            "judge": judge.name,
+            "judge_version": judge.component.version,
+            "judge_params": judge.params,
+        }
+
+        def fn(tmp: Path) -> dict[str, Any]:
+            model = self.load(source)
+            records = trait.component.evaluate(model, BoundJudge(judge), exp.target, trait.params, self.ctx)
+            if not records:
+                raise SubbenchError(f"Trait {trait.name} produced no evaluation samples for {source.label}.")
+            for r in records:
+                if not isinstance(r.get("score"), (int, float)):
+                    raise SubbenchError(f"Trait {trait.name} returned a sample without a numeric score: {r!r:.200}.")
+            write_jsonl(tmp / "samples.jsonl", records)
+            scores = [float(r["score"]) for r in records]
+            return {"n": len(scores), "mean": sum(scores) / len(scores), "sha256": sha256_file(tmp / "samples.jsonl")}
+
+        return self._stage("evaluate", f"{trait.name} on {source.label}", inputs, fn)
+
+    # -- the grid ----------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        exp = self.exp
+        t_family = exp.teacher_family
+        per_rep: list[dict[str, Any]] = []
+        for r in exp.seeds:
+            t_seed = exp.teacher_seed_for(r)
+            base_art = self.base(t_family, t_seed, exp.teacher_params)
+            base_src = self.base_source(t_family, base_art)
+            rep: dict[str, Any] = {"seed": r, "teacher_seed": t_seed, "base": base_art, "teachers": [], "students": {}}
+            rep["base_eval"] = self.evaluate(base_src)
+            control_data = self.mitigate(self.filter(self.generate(base_src, r)), r)
+            rep["control_data"] = control_data
+            teacher_srcs = []
+            for g in exp.grid:
+                t_art = self.inject(t_family, base_art, g, r)
+                t_src = self.teacher_source(t_family, base_art, t_art)
+                gen = self.generate(t_src, r)
+                filt = self.filter(gen)
+                data = self.mitigate(filt, r)
+                rep["teachers"].append({"inject": t_art, "eval": self.evaluate(t_src), "filter": filt, "data": data})
+                teacher_srcs.append(t_src)
+            for si, s in enumerate(exp.students):
+                s_seed = s.resolve_seed(t_seed)
+                s_base = self.base(s.family, s_seed, s.params)
+                for di, d in enumerate(exp.distillations):
+                    control = self.distill(s, s_base, control_data, base_src, d, r, "control")
+                    c_eval = self.evaluate(self.student_source(s, control))
+                    for gi, _ in enumerate(exp.grid):
+                        tinfo = rep["teachers"][gi]
+                        st = self.distill(s, s_base, tinfo["data"], teacher_srcs[gi], d, r, "student")
+                        rep["students"][(gi, di, si)] = {
+                            "seed": s_seed, "base": s_base, "control": control, "control_eval": c_eval,
+                            "student": st, "eval": self.evaluate(self.student_source(s, st)),
+                        }
+            per_rep.append(rep)
+        self._models.clear()
+        return self.entries(per_rep)
+
+    # -- entries -----------------------------------------------------------------
+    def entries(self, per_rep: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        exp = self.exp
+        env = environment(self.ctx.device)
+        commit = git_commit()
+        created = now()
+        entries = []
+        glabels = grid_labels(exp.grid)
+        dlabels = distillation_labels(exp.distillations)
+        for gi, g in enumerate(exp.grid):
+            for di, d in enumerate(exp.distillations):
+                for si, s in enumerate(exp.students):
+                    entries.append(self._entry(per_rep, gi, g, di, d, si, s, glabels[gi], dlabels[di], env, commit, created))
+        out_dir = self.out / exp.name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for e in entries:
+            atomic_write_text(out_dir / f"{e['cell']['id']}.json", json.dumps(e, indent=2, sort_keys=True) + "\n")
+        return entries
+
+    def _scores(self, art: Artifact) -> list[float]:
+        return [float(r["score"]) for r in read_jsonl(art.path / "samples.jsonl")]
+
+    def _rel(self, art: Artifact, name: str) -> dict[str, str]:
+        p = art.path / name
+        try:
+            shown = str(p.relative_to(self.workdir))
+        except ValueError:
+            shown = str(p)
+        return {"path": shown, "sha256": sha256_file(p)}
+
+    def _entry(self, per_rep, gi, g, di, d, si, s, glabel, dlabel, env, commit, created) -> dict[str, Any]:
+        exp = self.exp
+        groups: dict[str, list[list[float]]] = {"base": [], "teacher": [], "control": [], "student": []}
+        files: dict[str, list] = {"base": [], "teacher": [], "control": [], "student": [], "data": [], "filter_decisions": []}
+        domain_stats = {"n_raw": 0, "n_kept": 0, "rejections": {}, "per_seed": []}
+        fits = []
+        student_prov = None
+        teacher_prov = None
+        for rep in per_rep:
+            tinfo = rep["teachers"][gi]
+            cell = rep["students"][(gi, di, si)]
+            for name, art in (("base", rep["base_eval"]), ("teacher", tinfo["eval"]),
+                              ("control", cell["control_eval"]), ("student", cell["eval"])):
+                groups[name].append(self._scores(art))
+                files[name].append(self._rel(art, "samples.jsonl"))
+            files["data"].append(self._rel(tinfo["data"], "kept.jsonl"))
+            files["filter_decisions"].append(self._rel(tinfo["filter"], "decisions.jsonl"))
+            fr = tinfo["filter"].result
+            domain_stats["n_raw"] += fr["n_raw"]
+            domain_stats["n_kept"] += tinfo["data"].result.get("n_kept", fr["n_kept"])
+            for k, v in fr["rejections"].items():
+                domain_stats["rejections"][k] = domain_stats["rejections"].get(k, 0) + v
+            domain_stats["per_seed"].append({"seed": rep["seed"], "n_raw": fr["n_raw"], "n_kept": fr["n_kept"],
+                                             "rejections": fr["rejections"], "data_sha256": tinfo["data"].result.get("sha256")})
+            fits.append({"seed": rep["seed"], "student": cell["student"].result.get("fit"), "control": cell["control"].result.get("fit")})
+            if teacher_prov is None:
+                teacher_prov = {"family": exp.teacher_family.name, "seed": rep["teacher_seed"], **_provenance(rep["base"].result)}
+                teacher_prov["seeds"] = []
+                student_prov = {"family": s.family.name, "seed": cell["seed"],
+                                "relation": relation(exp.teacher_family.name, rep["teacher_seed"], s.family.name, cell["seed"]),
+                                **_provenance(cell["base"].result)}
+                student_prov["seeds"] = []
+            teacher_prov["seeds"].append(rep["teacher_seed"])
+            student_prov["seeds"].append(cell["seed"])
+        a = exp.analysis
+        res = transfer_ratio(groups["base"], groups["teacher"], groups["control"], groups["student"],
+                             min_effect=a["min_teacher_effect"], n_boot=a["bootstrap"], seed=a["bootstrap_seed"])
+        scores = {}
+        for name, vals in groups.items():
+            per_seed = [sum(v) / len(v) for v in vals]
+            scores[name] = {"mean": sum(per_seed) / len(per_seed), "n": sum(len(v) for v in vals),
+                            "per_seed": per_seed, "samples": vals}
+        cell_id = slug(f"{exp.injector.name}{'-' + glabel if glabel else ''}__{dlabel}__{s.family.name}-s{s.seed}")
+        entry = {
+            "schema_version": SCHEMA_VERSION,
+            "subbench_version": __version__,
+            "created": created,
+            "experiment": {"name": exp.name, "config": exp.resolved, "config_hash": exp.config_hash},
+            "cell": {"id": cell_id, "teacher_setting": glabel or "default", "distillation": dlabel,
+                     "student": f"{s.family.name}@{s.seed}"},
+            "teacher": teacher_prov,
+            "student": student_prov,
+            "trait": {**exp.trait.as_dict(), "target": exp.target, **exp.trait.component.provenance(exp.trait.params)},
+            "injector": {"name": exp.injector.name, "version": exp.injector.component.version, "params": g,
+                         "open_weights": exp.injector.component.open_weights},
+            "domain": {"name": exp.domain.name, "version": exp.domain.component.version, "params": exp.domain.params,
+                       "size": exp.size, **domain_stats},
+            "mitigation": exp.mitigation.as_dict() if exp.mitigation else None,
+            "distillation": {**d.as_dict(), "fit": fits},
+            "judge": {**exp.judge.as_dict(), **exp.judge.component.provenance(exp.judge.params)},
+            "seeds": list(exp.seeds),
+            "scores": scores,
+            **{k: v for k, v in res.as_dict().items()},
+            "analysis": dict(a),
+            "artifacts": files,
+            "environment": env,
+            "git_commit": commit,
+        }
+        return seal(entry)
+
+
+def _provenance(result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("model_id", "revision", "builder", "sha256")
+    return {k: result.get(k) for k in keys}
+
+
+def _short(params: dict[str, Any]) -> str:
+    items = [f"{k}={v}" for k, v in params.items() if not isinstance(v, (dict, list))]
+    text = ",".join(items)
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+def grid_labels(grid: list[dict[str, Any]]) -> list[str]:
+    if len(grid) <= 1:
+        return [""]
+    varying = [k for k in grid[0] if len({json.dumps(g.get(k), sort_keys=True) for g in grid}) > 1]
+    return [",".join(f"{k}={g[k]}" for k in varying) for g in grid]
+
+
+def distillation_labels(dists: list[Spec]) -> list[str]:
+    labels = []
+    for d in dists:
+        same = [o for o in dists if o.name == d.name]
+        if len(same) == 1:
+            labels.append(d.name)
+            continue
+        varying = [k for k in d.params if len({json.dumps(o.params.get(k), sort_keys=True) for o in same}) > 1]
+        labels.append(f"{d.name}[{','.join(f'{k}={d.params[k]}' for k in varying)}]")
+    return labels
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=,\[\]+-]+", "_", text).strip("_")
+
+
+def format_table(entries: list[dict[str, Any]]) -> str:
+    """The table of cells printed at the end of a run."""
+    head = ["teacher", "distill", "student", "relation", "S_base", "S_teacher", "S_control", "S_student", "ratio", "95% CI", "fit"]
+    rows = []
+    for e in entries:
+        sc = e["scores"]
+        ratio = e["transfer_ratio"]
+        ci = e["ci95"]
+        fit = _fit_summary(e["distillation"]["fit"])
+        rows.append([
+            e["cell"]["teacher_setting"], e["cell"]["distillation"], e["cell"]["student"], e["student"]["relation"],
+            f"{sc['base']['mean']:.3f}", f"{sc['teacher']['mean']:.3f}", f"{sc['control']['mean']:.3f}", f"{sc['student']['mean']:.3f}",
+            "null" if ratio is None else f"{ratio:+.3f}",
+            "-" if not ci else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]",
+            fit,
+        ])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(head, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in rows]
+    notes = [f"{e['cell']['id']}: {e['transfer_ratio_note']}" for e in entries if e.get("transfer_ratio_note")]
+    if notes:
+        lines.append("")
+        lines += [f"note: {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def _fit_summary(fits: list[dict[str, Any]]) -> str:
+    vals = []
+    for f in fits:
+        fit = (f or {}).get("student") or {}
+        for k in ("final_kl_to_teacher", "final_aux_kl", "final_kl", "final_loss"):
+            if isinstance(fit.get(k), (int, float)):
+                vals.append((k, fit[k]))
+                break
+    if not vals:
+        return "-"
+    k = vals[0][0].replace("final_", "")
+    return f"{k}={sum(v for _, v in vals) / len(vals):.4f}"
