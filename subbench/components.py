@@ -80,6 +80,9 @@ class Family(Component):
     kind = "family"
     #: Name of the vocabulary; logit distillation needs teacher and student to share it.
     vocabulary: ClassVar[str | None] = None
+    #: False for models reachable only as text (an OpenAI-compatible endpoint): no
+    #: steering, no logit distillation.
+    open_weights: ClassVar[bool] = True
 
     def build(self, seed: int, params: dict[str, Any], out: Path, ctx: "Context") -> dict[str, Any]:
         """Write the base model for ``seed`` into ``out``.
@@ -205,6 +208,10 @@ class Judge(Component):
     def provenance(self, params: dict[str, Any]) -> dict[str, Any]:
         """Judge model and prompt hash, for the entry."""
         return {"name": self.name, "version": self.version}
+
+    def summarize(self, samples: list[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any] | None:
+        """Extra per-evaluation figures for the entry (ensembles: per-judge means, agreement)."""
+        return None
 
 
 class Mitigation(Component):

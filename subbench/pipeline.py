@@ -247,7 +247,11 @@ class Runner:
                     raise SubbenchError(f"Trait {trait.name} returned a sample without a numeric score: {r!r:.200}.")
             write_jsonl(tmp / "samples.jsonl", records)
             scores = [float(r["score"]) for r in records]
-            return {"n": len(scores), "mean": sum(scores) / len(scores), "sha256": sha256_file(tmp / "samples.jsonl")}
+            result = {"n": len(scores), "mean": sum(scores) / len(scores), "sha256": sha256_file(tmp / "samples.jsonl")}
+            summary = judge.component.summarize(records, judge.params)
+            if summary:
+                result["judge_summary"] = summary
+            return result
 
         return self._stage("evaluate", f"{trait.name} on {source.label}", inputs, fn)
 
@@ -326,6 +330,7 @@ class Runner:
         files: dict[str, list] = {"base": [], "teacher": [], "control": [], "student": [], "data": [], "filter_decisions": []}
         domain_stats = {"n_raw": 0, "n_kept": 0, "rejections": {}, "per_seed": []}
         fits = []
+        judge_summaries: dict[str, list] = {}
         student_prov = None
         teacher_prov = None
         for rep in per_rep:
@@ -335,6 +340,8 @@ class Runner:
                               ("control", cell["control_eval"]), ("student", cell["eval"])):
                 groups[name].append(self._scores(art))
                 files[name].append(self._rel(art, "samples.jsonl"))
+                if art.result.get("judge_summary"):
+                    judge_summaries.setdefault(name, []).append(art.result["judge_summary"])
             files["data"].append(self._rel(tinfo["data"], "kept.jsonl"))
             files["filter_decisions"].append(self._rel(tinfo["filter"], "decisions.jsonl"))
             fr = tinfo["filter"].result
@@ -379,7 +386,8 @@ class Runner:
                        "size": exp.size, **domain_stats},
             "mitigation": exp.mitigation.as_dict() if exp.mitigation else None,
             "distillation": {**d.as_dict(), "fit": fits},
-            "judge": {**exp.judge.as_dict(), **exp.judge.component.provenance(exp.judge.params)},
+            "judge": {**exp.judge.as_dict(), **exp.judge.component.provenance(exp.judge.params),
+                      **({"summaries": judge_summaries} if judge_summaries else {})},
             "seeds": list(exp.seeds),
             "scores": scores,
             **{k: v for k, v in res.as_dict().items()},

@@ -34,6 +34,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "subbench.default_plugins.leaderboard",
     "subbench.default_plugins.llm_judges",
     "subbench.default_plugins.harmful_trait",
+    "subbench.default_plugins.plugin_tools",
 )
 
 HOOKS = (
