@@ -1,0 +1,190 @@
+"""The cross-architecture matrix: any two entry dimensions against each other, with CIs.
+
+Pooling: when several entries fall into one cell, the cell shows the mean of their
+values with n (the number of entries pooled). For ``transfer_ratio`` the CI of the pooled
+mean comes from the entries' own 95 % CIs by a normal approximation (each entry's
+standard error taken as its CI width / 3.92, entries assumed independent); a single entry
+keeps its bootstrap CI unchanged. Entries whose ratio is null (teacher effect below
+``min_teacher_effect``) are not averaged in; they are counted and named in the cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from subbench.errors import SubbenchError
+from subbench.leaderboard.entries import DIMENSIONS
+
+METRICS = {
+    "transfer_ratio": lambda e: e["transfer_ratio"],
+    "teacher_effect": lambda e: e["teacher_effect"],
+    "student_effect": lambda e: e["student_effect"],
+    "student_score": lambda e: e["scores"]["student"]["mean"],
+    "control_score": lambda e: e["scores"]["control"]["mean"],
+    "teacher_score": lambda e: e["scores"]["teacher"]["mean"],
+}
+POOLING = ("mean of the entries' values in a cell (n = entries pooled); for transfer_ratio the 95% CI of that "
+           "mean is a normal approximation from the entries' bootstrap CIs (SE = width / 3.92, entries "
+           "independent); one entry keeps its own CI; null ratios (teacher effect too small) are not averaged")
+Z95 = 1.959963984540054
+
+
+@dataclass
+class Cell:
+    row: str
+    col: str
+    value: float | None
+    ci95: list[float] | None
+    n: int
+    n_null: int
+    note: str | None
+    entries: list[str]
+
+    def text(self, digits: int = 3) -> str:
+        if self.value is None:
+            return f"n/a ({self.note})" if self.note else "n/a"
+        out = f"{self.value:+.{digits}f}"
+        if self.ci95:
+            out += f" [{self.ci95[0]:+.2f}, {self.ci95[1]:+.2f}]"
+        out += f" n={self.n}"
+        if self.n_null:
+            out += f" (+{self.n_null} null)"
+        return out
+
+
+@dataclass
+class Matrix:
+    rows: list[str]
+    cols: list[str]
+    row_dim: str
+    col_dim: str
+    metric: str
+    cells: dict[tuple[str, str], Cell]
+
+    def get(self, r: str, c: str) -> Cell | None:
+        return self.cells.get((r, c))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows, "cols": self.cols, "row_dimension": self.row_dim, "col_dimension": self.col_dim,
+            "metric": self.metric, "pooling": POOLING,
+            "cells": [asdict(c) for c in self.cells.values()],
+        }
+
+
+def _pool(values: list[float], cis: list[list[float] | None], metric: str) -> tuple[float, list[float] | None]:
+    mean = sum(values) / len(values)
+    if metric != "transfer_ratio":
+        return mean, None
+    if len(values) == 1:
+        return mean, (list(cis[0]) if cis[0] else None)
+    if any(c is None for c in cis):
+        return mean, None
+    se = math.sqrt(sum(((c[1] - c[0]) / (2 * Z95)) ** 2 for c in cis)) / len(cis)
+    return mean, [mean - Z95 * se, mean + Z95 * se]
+
+
+def matrix(entries: list[dict[str, Any]], rows: str = "teacher", cols: str = "student",
+           metric: str = "transfer_ratio") -> Matrix:
+    for dim, what in ((rows, "--rows"), (cols, "--cols")):
+        if dim not in DIMENSIONS:
+            raise SubbenchError(f"{what} {dim!r} is not a dimension; use one of {', '.join(DIMENSIONS)}.")
+    if metric not in METRICS:
+        raise SubbenchError(f"--metric {metric!r} is unknown; use one of {', '.join(METRICS)}.")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for e in entries:
+        groups.setdefault((DIMENSIONS[rows](e), DIMENSIONS[cols](e)), []).append(e)
+    cells = {}
+    for (r, c), es in sorted(groups.items()):
+        vals = [(METRICS[metric](e), e.get("ci95")) for e in es]
+        kept = [(v, ci) for v, ci in vals if v is not None]
+        ids = [f"{e['experiment']['name']}/{e['cell']['id']}" for e in es]
+        n_null = len(vals) - len(kept)
+        if not kept:
+            cells[(r, c)] = Cell(r, c, None, None, 0, n_null, "ratio null: teacher effect too small", ids)
+            continue
+        value, ci = _pool([v for v, _ in kept], [ci for _, ci in kept], metric)
+        note = f"{n_null} entries with a null ratio not pooled" if n_null else None
+        cells[(r, c)] = Cell(r, c, value, ci, len(kept), n_null, note, ids)
+    row_names = sorted({k[0] for k in groups})
+    col_names = sorted({k[1] for k in groups})
+    return Matrix(row_names, col_names, rows, cols, metric, cells)
+
+
+def _grid(m: Matrix) -> list[list[str]]:
+    head = [f"{m.row_dim} \\ {m.col_dim}"] + m.cols
+    body = [[r] + [(m.get(r, c).text() if m.get(r, c) else "-") for c in m.cols] for r in m.rows]
+    return [head] + body
+
+
+def render(m: Matrix, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(m.as_dict(), indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow([m.row_dim, m.col_dim, m.metric, "ci95_lo", "ci95_hi", "n", "n_null", "note"])
+        for cell in m.cells.values():
+            lo, hi = cell.ci95 if cell.ci95 else ("", "")
+            w.writerow([cell.row, cell.col, "" if cell.value is None else cell.value, lo, hi, cell.n, cell.n_null,
+                        cell.note or ""])
+        return buf.getvalue().rstrip("\n")
+    grid = _grid(m)
+    foot = f"{m.metric}, 95% CI in brackets; pooling: {POOLING}."
+    if fmt == "markdown":
+        esc = [[x.replace("|", "\\|") for x in row] for row in grid]
+        lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(esc[0])]
+        lines += ["| " + " | ".join(row) + " |" for row in esc[1:]]
+        return "\n".join(lines) + f"\n\n{foot}"
+    widths = [max(len(row[i]) for row in grid) for i in range(len(grid[0]))]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in grid]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + f"\n\n{foot}"
+
+
+def heatmap(m: Matrix, path: Path, title: str | None = None) -> None:
+    """Plot the matrix; n/a cells are grey and say why. PNG or SVG by the file's suffix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise SubbenchError(f"--plot {path}: use a .png, .svg or .pdf file name.")
+    data = np.full((len(m.rows), len(m.cols)), np.nan)
+    for (r, c), cell in m.cells.items():
+        if cell.value is not None:
+            data[m.rows.index(r), m.cols.index(c)] = cell.value
+    fig, ax = plt.subplots(figsize=(2.2 + 2.0 * len(m.cols), 1.6 + 0.9 * len(m.rows)), dpi=100)
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="#dddddd")
+    finite = data[np.isfinite(data)]
+    lim = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
+    for (r, c), cell in m.cells.items():
+        i, j = m.rows.index(r), m.cols.index(c)
+        if cell.value is None:
+            label = "n/a\n(null ratio)"
+        else:
+            label = f"{cell.value:+.2f}"
+            if cell.ci95:
+                label += f"\n[{cell.ci95[0]:+.2f}, {cell.ci95[1]:+.2f}]"
+            label += f"\nn={cell.n}"
+        ax.text(j, i, label, ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(m.cols)), m.cols, rotation=20, ha="right", fontsize=8)
+    ax.set_yticks(range(len(m.rows)), m.rows, fontsize=8)
+    ax.set_xlabel(m.col_dim)
+    ax.set_ylabel(m.row_dim)
+    ax.set_title(title or f"{m.metric}: {m.row_dim} x {m.col_dim}", fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Date": None} if path.suffix.lower() == ".svg" else None)
+    plt.close(fig)

@@ -1,0 +1,270 @@
+"""The static leaderboard site: one self-contained page, its script, style and plots.
+
+Everything is local (no fonts, scripts or images from the network) so the page can be
+served from any static host or opened from disk. The build goes to a temporary
+directory that replaces ``site/`` only when complete.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from subbench import __version__
+from subbench.leaderboard.entries import injector_label, student_label, trait_label
+
+COLUMNS = [
+    # (header, "text" or "number": how the column sorts)
+    ("teacher", "text"),
+    ("injector", "text"),
+    ("domain", "text"),
+    ("student", "text"),
+    ("relation", "text"),
+    ("distillation", "text"),
+    ("trait", "text"),
+    ("transfer ratio", "number"),
+    ("95% CI", "number"),
+    ("teacher effect", "number"),
+    ("seeds", "number"),
+    ("experiment", "text"),
+]
+
+SORT_JS = r"""// Click a column header to sort the table; click again to reverse. Empty cells sort last.
+(function () {
+  var table = document.getElementById("entries");
+  if (!table) return;
+  var heads = table.tHead.rows[0].cells;
+  Array.prototype.forEach.call(heads, function (th, col) {
+    th.addEventListener("click", function () {
+      var asc = th.getAttribute("aria-sort") !== "ascending";
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+      var numeric = th.getAttribute("data-type") === "number";
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[col].getAttribute("data-sort"), y = b.cells[col].getAttribute("data-sort");
+        if (x === "" && y === "") return 0;
+        if (x === "") return 1;
+        if (y === "") return -1;
+        var c = numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
+        return asc ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+})();
+"""
+
+STYLE_CSS = """body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
+th { background: #f0f0f0; cursor: pointer; user-select: none; }
+th[aria-sort=ascending]::after { content: " \\25B2"; }
+th[aria-sort=descending]::after { content: " \\25BC"; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.null { color: #888; }
+figure { display: inline-block; margin: 1em 1em 1em 0; }
+.note { color: #666; }
+"""
+
+
+@dataclass
+class Built:
+    site: Path
+    entries: int
+    images: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _row(e: dict[str, Any]) -> list[tuple[str, str]]:
+    """(shown, sort key) per column."""
+    ratio, ci = e["transfer_ratio"], e["ci95"]
+    shown_ratio = "null" if ratio is None else f"{ratio:+.3f}"
+    shown_ci = "-" if not ci else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+    return [
+        (e["teacher"]["family"], e["teacher"]["family"]),
+        (injector_label(e), injector_label(e)),
+        (e["domain"]["name"], e["domain"]["name"]),
+        (e["cell"]["student"], e["cell"]["student"]),
+        (e["student"]["relation"], e["student"]["relation"]),
+        (e["cell"]["distillation"], e["cell"]["distillation"]),
+        (trait_label(e), trait_label(e)),
+        (shown_ratio, "" if ratio is None else repr(ratio)),
+        (shown_ci, "" if not ci else repr(ci[1] - ci[0])),
+        (f"{e['teacher_effect']:+.3f}", repr(e["teacher_effect"])),
+        (str(len(e["seeds"])), str(len(e["seeds"]))),
+        (e["experiment"]["name"], e["experiment"]["name"]),
+    ]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def strength_plots(entries: list[dict[str, Any]], out: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    """Transfer against injector strength, one plot per teacher family.
+
+    Strength is the knob that sets how much of the trait the teacher carries, so this is
+    where a reader sees whether transfer follows it. Returns ([(teacher, file stem)], notes).
+    """
+    by_teacher: dict[str, dict[tuple, list[tuple[float, dict]]]] = {}
+    for e in entries:
+        s = e["injector"]["params"].get("strength")
+        if not isinstance(s, (int, float)) or isinstance(s, bool):
+            continue
+        series = (e["injector"]["name"], e["domain"]["name"], trait_label(e), e["cell"]["distillation"], student_label(e))
+        by_teacher.setdefault(e["teacher"]["family"], {}).setdefault(series, []).append((float(s), e))
+    plots, notes = [], []
+    for teacher, series in sorted(by_teacher.items()):
+        series = {k: v for k, v in series.items() if len({s for s, _ in v}) > 1}
+        if not series:
+            continue
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+        nulls = []
+        for (inj, dom, trait, dist, student), pts in sorted(series.items()):
+            pts.sort(key=lambda p: p[0])
+            shown = [(s, e["transfer_ratio"], e["ci95"] or [e["transfer_ratio"]] * 2)
+                     for s, e in pts if e["transfer_ratio"] is not None]
+            xs, ys = [s for s, _, _ in shown], [r for _, r, _ in shown]
+            lo, hi = [r - ci[0] for _, r, ci in shown], [ci[1] - r for _, r, ci in shown]
+            nulls += [f"{student}, strength {s:g}" for s, e in pts if e["transfer_ratio"] is None]
+            if xs:
+                many = len({k[0] for k in series}) > 1 or len({k[2] for k in series}) > 1
+                label = f"{student} · {dist} · {dom}" + (f" · {inj} · {trait}" if many else "")
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
+        ax.axhline(0, color="#999", lw=0.8)
+        ax.set_xlabel("injector strength")
+        ax.set_ylabel("transfer ratio (95% CI)")
+        ax.set_title(f"teacher {teacher}: transfer vs injector strength", fontsize=10)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        stem = f"strength-{_slug(teacher)}"
+        fig.savefig(out / f"{stem}.png")
+        fig.savefig(out / f"{stem}.svg", metadata={"Date": None})
+        plt.close(fig)
+        plots.append((teacher, stem))
+        if nulls:
+            notes.append(f"teacher {teacher}: not plotted (ratio null, teacher effect too small): " + "; ".join(nulls))
+    if not plots:
+        notes.append("No entries vary the injector's strength, so there is no transfer-vs-strength plot.")
+    return plots, notes
+
+
+def _page(entries: list[dict[str, Any]], plots: list[tuple[str, str]], heat: str | None, notes: list[str]) -> str:
+    esc = html.escape
+    head = "".join(f'<th data-type="{kind}" title="click to sort">{esc(name)}</th>' for name, kind in COLUMNS)
+    rows = []
+    for e in entries:
+        cells = []
+        for (name, kind), (shown, key) in zip(COLUMNS, _row(e)):
+            cls = "num" if kind == "number" else ""
+            if shown in ("null", "-") and kind == "number":
+                cls += " null"
+            note = e["transfer_ratio_note"] if name == "transfer ratio" else None
+            title = f' title="{esc(note)}"' if note else ""
+            cells.append(f'<td class="{cls.strip()}" data-sort="{esc(key)}"{title}>{esc(shown)}</td>')
+        rows.append(f'<tr data-hash="{esc(e["content_hash"])}">' + "".join(cells) + "</tr>")
+    figs = []
+    if heat:
+        figs.append(f'<figure><img src="{heat}.png" alt="teacher x student heatmap of transfer ratio">'
+                    f'<figcaption>Transfer ratio, teacher family x student (<a href="{heat}.svg">SVG</a>).'
+                    "</figcaption></figure>")
+    for teacher, stem in plots:
+        figs.append(f'<figure><img src="{stem}.png" alt="transfer vs strength, teacher {esc(teacher)}">'
+                    f'<figcaption>Teacher {esc(teacher)} (<a href="{stem}.svg">SVG</a>).</figcaption></figure>')
+    note_html = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>subbench leaderboard</title>
+<link rel="stylesheet" href="assets/style.css">
+</head>
+<body>
+<h1>subbench leaderboard</h1>
+<p>{len(entries)} entries. Transfer ratio = (S_student − S_control) / (S_teacher − S_base), 95% bootstrap CI
+over replicate seeds and evaluation samples. Click a column header to sort.</p>
+<table id="entries">
+<thead><tr>{head}</tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody>
+</table>
+<h2>Plots</h2>
+{''.join(figs)}
+{note_html}
+<p class="note">Built by subbench {esc(__version__)}; entry format: docs/entry-format.md.</p>
+<script src="assets/sort.js"></script>
+</body>
+</html>
+"""
+
+
+def build(board: Path) -> Built:
+    from subbench.errors import SubbenchError
+    from subbench.leaderboard.compare import heatmap, matrix
+    from subbench.leaderboard.validate import collect
+
+    board = Path(board)
+    if not (board / "entries").is_dir():
+        raise SubbenchError(f"{board} is not a board (it has no entries/ directory); submit an entry first.")
+    files = list((board / "entries").rglob("*.json"))
+    entries, problems = collect([board]) if files else ([], [])
+    if problems:
+        raise SubbenchError(f"{len(problems)} problems on the board, e.g. {problems[0]}; "
+                            "run `subbench leaderboard validate` and remove or fix those entries.")
+    entries.sort(key=lambda e: (e["experiment"]["name"], e["cell"]["id"]))
+    site = board / "site"
+    tmp = board / f".site.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "assets").mkdir(parents=True)
+    try:
+        notes: list[str] = []
+        images: list[str] = []
+        heat = None
+        if entries:
+            heat = "heatmap"
+            m = matrix(entries, "teacher", "student")
+            heatmap(m, tmp / "heatmap.png", "transfer ratio: teacher x student")
+            heatmap(m, tmp / "heatmap.svg", "transfer ratio: teacher x student")
+            images += ["heatmap.png", "heatmap.svg"]
+            plots, pnotes = strength_plots(entries, tmp)
+            images += [f"{stem}.{ext}" for _, stem in plots for ext in ("png", "svg")]
+            notes += pnotes
+        else:
+            plots = []
+            notes.append("The board has no entries yet; `subbench leaderboard submit` adds them.")
+        (tmp / "assets" / "sort.js").write_text(SORT_JS, encoding="utf-8")
+        (tmp / "assets" / "style.css").write_text(STYLE_CSS, encoding="utf-8")
+        (tmp / "data.json").write_text(json.dumps([
+            {"experiment": e["experiment"]["name"], "cell": e["cell"]["id"], "content_hash": e["content_hash"],
+             "teacher": e["teacher"]["family"], "injector": e["injector"]["name"],
+             "injector_params": e["injector"]["params"], "domain": e["domain"]["name"],
+             "student": e["cell"]["student"], "relation": e["student"]["relation"],
+             "distillation": e["cell"]["distillation"], "trait": trait_label(e),
+             "transfer_ratio": e["transfer_ratio"], "ci95": e["ci95"], "note": e["transfer_ratio_note"]}
+            for e in entries], indent=1), encoding="utf-8")
+        (tmp / "index.html").write_text(_page(entries, plots, heat, notes), encoding="utf-8")
+        old = board / f".site.old-{os.getpid()}"
+        if site.exists():
+            site.rename(old)
+        tmp.rename(site)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return Built(site, len(entries), images, notes)

@@ -1,0 +1,178 @@
+"""Entry validation: schema, content hash, and numbers recomputed from the stored scores.
+
+A leaderboard is only as trustworthy as its weakest entry, so every number an entry
+states that can be recomputed from its per-sample scores is recomputed: group means,
+sample counts, the transfer ratio and its seeded bootstrap CI. A hand-edited number
+fails the content hash; an edit re-sealed with a new hash fails the recomputation.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+from subbench.leaderboard.entries import Loaded, entry_files, load_schema, read_entry
+
+SUPPORTED_SCHEMA_VERSION = 1
+GROUPS = ("base", "teacher", "control", "student")
+TOL = 1e-9
+
+_VALIDATOR = None
+
+
+def _validator():
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        import jsonschema
+
+        _VALIDATOR = jsonschema.Draft202012Validator(load_schema())
+    return _VALIDATOR
+
+
+def _where(path) -> str:
+    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in path]
+    out = ""
+    for p in parts:
+        out += p if p.startswith("[") or not out else "." + p
+    return out or "entry"
+
+
+def _schema_problem(err) -> str:
+    where = _where(err.absolute_path)
+    if err.validator == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        field = missing if where == "entry" else f"{where}.{missing}"
+        if field.startswith("scores.control") or field == "scores.control":
+            return f"missing required field '{field}' (an entry without its control student is not an entry)"
+        if field in ("judge.model", "judge.prompt_sha256"):
+            return (f"missing required field '{field}' (the judge's provenance() must report its model and "
+                    "prompt hash, null when it has none)")
+        return f"missing required field '{field}'"
+    if err.validator == "additionalProperties":
+        return f"{where}: {err.message} (schema v1 allows no other fields here)"
+    return f"field '{where}': {err.message}"
+
+
+def schema_problems(entry: dict[str, Any]) -> list[str]:
+    version = entry.get("schema_version")
+    if version != SUPPORTED_SCHEMA_VERSION:
+        return [
+            f"schema_version {version!r} is not supported (this subbench reads schema_version "
+            f"{SUPPORTED_SCHEMA_VERSION}); re-create the entry with this subbench or upgrade subbench"
+        ]
+    errors = sorted(_validator().iter_errors(entry), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    return [_schema_problem(e) for e in errors]
+
+
+def hash_problems(entry: dict[str, Any]) -> list[str]:
+    from subbench.entry import content_hash
+
+    stated = entry.get("content_hash")
+    actual = content_hash(entry)
+    if stated != actual:
+        return [f"content_hash {stated} does not match the entry's content ({actual}): it was edited after "
+                "it was sealed; re-run the experiment to get a genuine entry"]
+    return []
+
+
+def _close(a: float | None, b: float | None, tol: float = TOL) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=tol, abs_tol=tol)
+
+
+def consistency_problems(entry: dict[str, Any]) -> list[str]:
+    """Numbers that disagree with the per-sample scores they were computed from."""
+    from subbench.metrics import transfer_ratio
+
+    out: list[str] = []
+    scores = entry["scores"]
+    n_rep = len(entry["seeds"])
+    for g in GROUPS:
+        s = scores[g]
+        samples = s["samples"]
+        if len(samples) != n_rep:
+            out.append(f"scores.{g}.samples has {len(samples)} replicate lists but the entry has {n_rep} seeds")
+            continue
+        if any(len(r) == 0 for r in samples):
+            out.append(f"scores.{g}.samples has an empty replicate; every seed needs scored samples")
+            continue
+        n = sum(len(r) for r in samples)
+        if s["n"] != n:
+            out.append(f"scores.{g}.n is {s['n']} but scores.{g}.samples holds {n} scores")
+        per_seed = [sum(r) / len(r) for r in samples]
+        if len(s["per_seed"]) != len(per_seed) or not all(_close(a, b) for a, b in zip(s["per_seed"], per_seed)):
+            out.append(f"scores.{g}.per_seed {s['per_seed']} does not match the means of its samples {per_seed}")
+        mean = sum(per_seed) / len(per_seed)
+        if not _close(s["mean"], mean):
+            out.append(f"scores.{g}.mean {s['mean']} does not match its samples (recomputed {mean})")
+    if scores["control"]["n"] == 0:
+        out.append("scores.control.n is 0: the control student was never evaluated, and an entry needs its control")
+    if out:
+        return out
+    a = entry["analysis"]
+    try:
+        res = transfer_ratio(*(scores[g]["samples"] for g in GROUPS), min_effect=a["min_teacher_effect"],
+                             n_boot=a["bootstrap"], seed=a["bootstrap_seed"]).as_dict()
+    except ValueError as exc:
+        return [f"the transfer ratio cannot be recomputed from scores.*.samples ({exc})"]
+    if not _close(entry["transfer_ratio"], res["transfer_ratio"]):
+        out.append(f"transfer_ratio {entry['transfer_ratio']} does not match its scores "
+                   f"(recomputed {res['transfer_ratio']} with the entry's analysis settings)")
+    ci, rci = entry["ci95"], res["ci95"]
+    if (ci is None) != (rci is None) or (ci is not None and not all(_close(x, y) for x, y in zip(ci, rci))):
+        out.append(f"ci95 {ci} does not match its scores (recomputed {rci} with bootstrap={a['bootstrap']}, "
+                   f"bootstrap_seed={a['bootstrap_seed']})")
+    for k in ("teacher_effect", "student_effect"):
+        if not _close(entry[k], res[k]):
+            out.append(f"{k} {entry[k]} does not match its scores (recomputed {res[k]})")
+    if (entry["transfer_ratio_note"] is None) != (res["transfer_ratio_note"] is None):
+        out.append("transfer_ratio_note does not match whether the ratio is null")
+    return out
+
+
+def validate_entry(entry: dict[str, Any], *, recompute: bool = True) -> list[str]:
+    """All problems of one entry; an empty list means it can go on the board."""
+    problems = schema_problems(entry)
+    if problems and problems[0].startswith("schema_version"):
+        return problems
+    problems += hash_problems(entry)
+    structural = [p for p in problems if not p.startswith("content_hash")]
+    if recompute and not structural:
+        problems += consistency_problems(entry)
+    return problems
+
+
+def validate_file(path: Path, *, recompute: bool = True) -> Loaded:
+    loaded = read_entry(path)
+    if loaded.entry is not None:
+        loaded.problems = validate_entry(loaded.entry, recompute=recompute)
+    return loaded
+
+
+def validate_paths(paths: Iterable[str | Path], *, recompute: bool = True) -> list[Loaded]:
+    from subbench.errors import SubbenchError
+
+    files = entry_files(paths)
+    if not files:
+        raise SubbenchError(f"No entry files (*.json) found in {', '.join(map(str, paths))}.")
+    return [validate_file(f, recompute=recompute) for f in files]
+
+
+def collect(paths: Iterable[str | Path], *, recompute: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """Valid entries under ``paths`` (each content hash once) and 'PATH: problem' lines for the rest.
+
+    ``recompute`` defaults to off here: readers (site, compare) trust what ``submit``
+    already recomputed and check only the schema and the content hash.
+    """
+    entries: list[dict[str, Any]] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for r in validate_paths(paths, recompute=recompute):
+        if r.problems:
+            problems += [f"{r.path}: {p}" for p in r.problems]
+        elif r.entry["content_hash"] not in seen:
+            seen.add(r.entry["content_hash"])
+            entries.append(r.entry)
+    return entries, problems
