@@ -1,0 +1,96 @@
+"""Experiment validation: every error names the file, the field and what is allowed (exit 2)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from toy_plugin import EXPERIMENT, toy_plugin  # noqa: E402,F401
+
+from subbench.cli import build_cli  # noqa: E402
+from subbench.config import load_experiment  # noqa: E402
+from subbench.errors import ConfigError  # noqa: E402
+
+
+def write(tmp_path, text, name="exp.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def good():
+    return EXPERIMENT.format(name="cfg", strengths=json.dumps([0.0, 1.0]))
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        ("toy-shift", "toy-shfit", "injector.name: Unknown injector 'toy-shfit'. Did you mean: toy-shift?"),
+        ("{strength:", "{strenght:", "injector.params: unknown parameter 'strenght' for injector 'toy-shift'. Did you mean: strength?"),
+        ("seed: teacher+1", "seed: teacher-1", "students[1].seed: expected an integer or 'teacher' / 'teacher+N'"),
+        ("size: 30", "size: -3", "domain.size: expected a positive integer, got -3."),
+        ("seeds: [0, 1]", "seeds: [0, 0]", "seeds: contains duplicates."),
+        ("distillation: toy-copy", "distillation: []", "distillation: expected at least one {name, params}."),
+        ("trait: {name: toy-love, target: owl}", "trait: {name: toy-love, target: owl, judge: x}", "trait.judge: unknown field."),
+        ("name: cfg", "name: cfg\nteachr: 1", "experiment.teachr: unknown field. Did you mean: teacher?"),
+    ],
+)
+def test_validation_errors_name_file_and_field(tmp_path, toy_plugin, old, new, message):
+    text = good().replace(old, new)
+    assert text != good(), old
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(str(path))
+    assert str(exc.value).startswith(str(path)) or str(path.name) in str(exc.value)
+    assert message in str(exc.value)
+
+
+def test_missing_required_field(tmp_path, toy_plugin):
+    text = "\n".join(line for line in good().splitlines() if not line.startswith("injector"))
+    with pytest.raises(ConfigError, match=r"experiment\.injector: is required"):
+        load_experiment(str(write(tmp_path, text)))
+
+
+def test_modality_mismatch(tmp_path, toy_plugin, pm):
+    if "mlp-digits" not in pm.registry("families"):
+        pytest.skip("mlp plugin not loaded")
+    text = good().replace("- {family: toy-b, seed: teacher}", "- {family: mlp-digits, seed: teacher}")
+    with pytest.raises(ConfigError, match=r"students\[2\]: 'mlp-digits' works on mlp models, but teacher family 'toy-a' is toy"):
+        load_experiment(str(write(tmp_path, text)))
+
+
+def test_invalid_yaml(tmp_path, toy_plugin):
+    with pytest.raises(ConfigError, match=r"exp.yaml: line 3 is not valid YAML"):
+        load_experiment(str(write(tmp_path, "name: x\nteacher: {family: [\n")))
+
+
+def test_include_and_grid(tmp_path, toy_plugin):
+    write(tmp_path, good(), "base.yaml")
+    child = write(tmp_path, "include: base.yaml\nname: child\ninjector: {params: {strength: [0.0, 0.5, 1.0]}}\n", "child.yaml")
+    exp = load_experiment(str(child), ["domain.size=12"])
+    assert exp.name == "child" and exp.size == 12
+    assert [g["strength"] for g in exp.grid] == [0.0, 0.5, 1.0]
+    assert len(exp.cells()) == 3 * 1 * 3
+    # the resolved config (and its hash) changes with any override
+    assert exp.config_hash != load_experiment(str(child)).config_hash
+    with pytest.raises(ConfigError, match="include: file nope.yaml does not exist"):
+        load_experiment(str(write(tmp_path, "include: nope.yaml\n", "bad.yaml")))
+
+
+def test_cli_exit_code_2_and_one_line(tmp_path, toy_plugin):
+    path = write(tmp_path, good().replace("toy-shift", "toy-shfit"))
+    from subbench.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(path), "--workdir", str(tmp_path / "w")])
+    assert exc.value.code == 2
+    assert not (tmp_path / "w").exists()  # nothing half-written
+
+
+def test_dry_run_lists_cells(tmp_path, toy_plugin):
+    res = CliRunner().invoke(build_cli(), ["run", str(write(tmp_path, good())), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "cells (6):" in res.output and "toy-a@teacher+1" in res.output
