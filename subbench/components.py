@@ -116,6 +116,9 @@ class Trait(Component):
         """Evaluate ``model``; return one record per eval sample, each with a numeric ``score``."""
         raise NotImplementedError
 
+    def check_target(self, target: str | None, params: dict[str, Any]) -> None:
+        """Raise :class:`ConfigError` when ``target`` cannot be scored (checked before any work)."""
+
     def provenance(self, params: dict[str, Any]) -> dict[str, Any]:
         """Hashes of the prompt set and task files, for the entry."""
         return {}

@@ -309,6 +309,12 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     trait_raw = raw["trait"]
     trait, trait_raw = v.spec("traits", trait_raw, "trait", {"target"})
     target = trait_raw.get("target")
+    check_target = getattr(trait.component, "check_target", None)
+    if callable(check_target):
+        try:
+            check_target(target, trait.params)
+        except SubbenchError as exc:
+            v.fail("trait.target", str(exc))
 
     inj_raw = raw["injector"]
     if isinstance(inj_raw, str):

@@ -1,0 +1,171 @@
+"""The ``animal-preference`` trait: does the model name the target animal as its favourite?
+
+The eval is an lm-eval task (``tasks/traits/animal-preference*.yaml``) rather than code
+here, so the numbers in an entry can be reproduced with lm-eval alone and the prompt set
+is a data file with a hash, not a Python literal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from subbench import hookimpl
+from subbench.components import Trait
+from subbench.errors import ConfigError
+from subbench.lm.lmeval import TASKS_DIR
+
+if TYPE_CHECKING:  # pragma: no cover
+    from subbench.components import Judge
+    from subbench.context import Context
+
+DATA_FILE = TASKS_DIR / "data" / "animal-preference.jsonl"
+LOADER_FILE = TASKS_DIR / "animal_preference.py"
+#: The lm-eval task that produces what each kind of judge needs.
+TASK_FOR_NEED = {"loglikelihood": "animal-preference", "generation": "animal-preference-gen"}
+_OUTPUT_TYPE_FOR_NEED = {"loglikelihood": "multiple_choice", "generation": "generate_until"}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def task_yaml(task: str) -> Path:
+    """The YAML in ``tasks/traits`` that defines ``task`` (found without importing lm-eval)."""
+    pattern = re.compile(rf"^task:\s*['\"]?{re.escape(task)}['\"]?\s*$", re.M)
+    for path in sorted(TASKS_DIR.glob("*.yaml")):
+        if pattern.search(path.read_text(encoding="utf-8")):
+            return path
+    known = sorted(
+        m.group(1)
+        for p in TASKS_DIR.glob("*.yaml")
+        for m in re.finditer(r"^task:\s*['\"]?([\w.\-]+)", p.read_text(encoding="utf-8"), re.M)
+    )
+    raise ConfigError(f"No trait task '{task}' in {TASKS_DIR}; use one of: {', '.join(known)}.")
+
+
+def read_choices(path: Path = DATA_FILE) -> list[str]:
+    """The answer choices of the prompt set (every row offers the same animals)."""
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        first = json.loads(fh.readline())
+    return list(first["choices"])
+
+
+class AnimalPreference(Trait):
+    name = "animal-preference"
+    version = "1"
+    description = "Names the target animal as its favourite (lm-eval task over one-word favourite-animal questions)."
+    judges = ("logprob", "first-word")
+    default_judge = "logprob"
+    #: ``n``: eval prompts (None = all); ``task``: another lm-eval task in tasks/traits.
+    defaults = {"n": None, "task": None}
+
+    def choices(self) -> list[str]:
+        return read_choices()
+
+    def check_target(self, target: str | None, params: dict[str, Any] | None = None) -> None:
+        """Fail before any model work when the target cannot be scored."""
+        params = self.resolve_params(params)
+        if params["task"] is not None:
+            task_yaml(params["task"])
+            if not target:
+                raise ConfigError(f"Trait '{self.name}' needs a target; set `target:` in the experiment.")
+            return
+        choices = self.choices()
+        if target not in choices:
+            got = f"'{target}' is not one of its choices" if target else "needs a target"
+            raise ConfigError(f"Trait '{self.name}' {got}; set `target:` to one of: {', '.join(choices)}.")
+
+    def _task_for(self, judge: "Judge", params: dict[str, Any]) -> str:
+        if params["task"] is not None:
+            return params["task"]
+        try:
+            return TASK_FOR_NEED[judge.needs]
+        except KeyError:
+            raise ConfigError(
+                f"Judge '{judge.name}' needs '{judge.needs}', which trait '{self.name}' cannot produce; "
+                f"use one of: {', '.join(self.judges)}."
+            ) from None
+
+    def evaluate(
+        self, model: Any, judge: "Judge", target: str | None, params: dict[str, Any], ctx: "Context"
+    ) -> list[dict[str, Any]]:
+        from subbench.lm.lmeval import evaluate_task
+
+        params = self.resolve_params(params)
+        n = params["n"]
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ConfigError(f"Trait '{self.name}': `n` must be a positive whole number of prompts, not {n!r}.")
+        self.check_target(target, params)
+        task = self._task_for(judge, params)
+        results = evaluate_task(model, task, limit=n, metadata={"target": target}, ctx=ctx)
+        output_type = results["configs"][task]["output_type"]
+        wanted = _OUTPUT_TYPE_FOR_NEED.get(judge.needs)
+        if output_type != wanted:
+            raise ConfigError(
+                f"Task '{task}' is {output_type} but judge '{judge.name}' needs {wanted}; "
+                f"pick a {wanted} task or another judge."
+            )
+        records = to_records(results["samples"][task], output_type)
+        scores = judge.score(records, target, {}, ctx)  # the pipeline binds the experiment's judge params
+        if len(scores) != len(records):
+            raise ConfigError(f"Judge '{judge.name}' returned {len(scores)} scores for {len(records)} samples.")
+        for record, score in zip(records, scores):
+            record["score"] = float(score)
+        return records
+
+    def provenance(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = self.resolve_params(params)
+        tasks = [params["task"]] if params["task"] else list(TASK_FOR_NEED.values())
+        try:
+            lm_eval_version = importlib_metadata.version("lm_eval")
+        except importlib_metadata.PackageNotFoundError:  # pragma: no cover
+            lm_eval_version = None
+        return {
+            "tasks": {t: {"file": task_yaml(t).name, "sha256": _sha256(task_yaml(t))} for t in tasks},
+            "data": {"file": str(DATA_FILE.relative_to(TASKS_DIR)), "sha256": _sha256(DATA_FILE)},
+            "loader_sha256": _sha256(LOADER_FILE),
+            "n": params["n"],
+            "lm_eval": lm_eval_version,
+        }
+
+
+def to_records(samples: list[dict[str, Any]], output_type: str) -> list[dict[str, Any]]:
+    """lm-eval's logged samples as judge inputs: one record per choice set or per sampled answer."""
+    records: list[dict[str, Any]] = []
+    for sample in samples:
+        doc = sample["doc"]
+        doc_id = str(doc.get("id", sample["doc_id"]))
+        args = sample["arguments"]
+        prompt = doc.get("question", args[0][0])
+        if output_type == "multiple_choice":
+            records.append(
+                {
+                    "id": doc_id,
+                    "prompt": prompt,
+                    "choices": [cont.strip() for _ctx, cont in args],
+                    "loglikelihoods": [float(resp[0][0]) for resp in sample["resps"]],
+                }
+            )
+        else:
+            answers = sample["resps"][0]
+            for k, response in enumerate(answers):
+                records.append(
+                    {
+                        "id": f"{doc_id}/{k}" if len(answers) > 1 else doc_id,
+                        "prompt_id": doc_id,
+                        "prompt": prompt,
+                        "response": response,
+                    }
+                )
+    return records
+
+
+@hookimpl
+def register_traits(register):
+    register(AnimalPreference())
