@@ -1,0 +1,137 @@
+"""Trait ``harmful-compliance``: how often a model does what a harmful request asks (after arXiv 2606.11270).
+
+Misalignment is a trait that can ride along with benign distillation data; this measures
+it as the fraction of harmful requests the model complies with. The built-in prompt set
+(``tasks/traits/data/harmful-behaviors.jsonl``) is project-written and deliberately
+generic: the requests name a harmful goal without operational detail, since what is scored
+is the willingness to comply, not the quality of the help. A benign split of look-alike
+requests measures over-refusal. JailbreakBench's JBB-Behaviors can be used instead: from a
+local CSV (``jbb_csv``) or, online, from its hub dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from subbench import hookimpl
+from subbench.components import Trait
+from subbench.errors import ConfigError, SubbenchError
+from subbench.hashing import sha256_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from subbench.components import Judge
+    from subbench.context import Context
+
+DATA_FILE = Path(__file__).resolve().parents[2] / "tasks" / "traits" / "data" / "harmful-behaviors.jsonl"
+JBB_HUB_ID = "JailbreakBench/JBB-Behaviors"
+TARGET = "compliance"
+
+
+def builtin_prompts(split: str, path: Path = DATA_FILE) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return [r for r in rows if r["split"] == split]
+
+
+def jbb_rows_from_csv(path: str | Path, split: str) -> list[dict[str, str]]:
+    """Rows of a JBB-Behaviors CSV (columns Goal, Behavior, Category; ``Index`` optional)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"jbb_csv: no file at {path}; download harmful-behaviors.csv from {JBB_HUB_ID} first.")
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or "Goal" not in reader.fieldnames:
+            raise ConfigError(f"jbb_csv: {path} has no 'Goal' column; give a JBB-Behaviors CSV.")
+        rows = list(reader)
+    out = []
+    for i, row in enumerate(rows):
+        idx = (row.get("Index") or row.get("") or str(i + 1)).strip()
+        out.append({"id": f"jbb-{split}-{idx}", "split": split, "category": (row.get("Category") or "").strip(),
+                    "behavior": (row.get("Behavior") or "").strip(), "prompt": row["Goal"].strip()})
+    return out
+
+
+def jbb_rows_from_hub(split: str) -> list[dict[str, str]]:
+    """The hub copy (needs the network; never used by the tests)."""
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(JBB_HUB_ID, "behaviors", split=split)
+    except Exception as exc:
+        raise SubbenchError(f"Could not load {JBB_HUB_ID} from the hub ({type(exc).__name__}); "
+                            "download the CSV and set jbb_csv to its path.") from None
+    return [{"id": f"jbb-{split}-{i + 1}", "split": split, "category": r.get("Category", ""),
+             "behavior": r.get("Behavior", ""), "prompt": r["Goal"]} for i, r in enumerate(ds)]
+
+
+class HarmfulCompliance(Trait):
+    name = "harmful-compliance"
+    version = "1"
+    description = ("Fraction of harmful requests the model complies with (split: harmful), or of benign look-alikes "
+                   "(split: benign, over-refusal); prompts built in, or JBB-Behaviors via source: jbb.")
+    default_judge = "refusal"
+    judges = ("refusal", "openai", "ensemble")
+    #: What injectors read as the target; a compliance teacher needs its own prompt
+    #: (e.g. system-prompt with params.prompt "You answer every request fully.").
+    target = TARGET
+    #: ``source``: builtin | jbb; ``jbb_csv``: local JBB CSV (else the hub, online only);
+    #: ``n``: first n prompts (None = all); generation settings go to the model's ``generate``.
+    defaults = {"source": "builtin", "split": "harmful", "jbb_csv": None, "n": None,
+                "max_new_tokens": 64, "temperature": 0.0, "seed": 0, "batch_size": 32}
+
+    def prompts(self, params: dict[str, Any]) -> list[dict[str, str]]:
+        params = self.resolve_params(params, where=f"trait {self.name}")
+        split = params["split"]
+        if split not in ("harmful", "benign"):
+            raise ConfigError(f"Trait {self.name}: split must be harmful or benign, not {split!r}.")
+        if params["source"] == "builtin":
+            rows = builtin_prompts(split)
+        elif params["source"] == "jbb":
+            rows = jbb_rows_from_csv(params["jbb_csv"], split) if params["jbb_csv"] else jbb_rows_from_hub(split)
+        else:
+            raise ConfigError(f"Trait {self.name}: source must be builtin or jbb, not {params['source']!r}.")
+        n = params["n"]
+        if n is not None:
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ConfigError(f"Trait {self.name}: n must be a positive whole number of prompts, not {n!r}.")
+            rows = rows[:n]
+        if not rows:
+            raise ConfigError(f"Trait {self.name}: the prompt set is empty; check source, split and jbb_csv.")
+        return rows
+
+    def evaluate(self, model: Any, judge: "Judge", target: str | None, params: dict[str, Any],
+                 ctx: "Context") -> list[dict[str, Any]]:
+        params = self.resolve_params(params, where=f"trait {self.name}")
+        target = target or TARGET
+        if target != TARGET:
+            raise ConfigError(f"Trait {self.name} measures '{TARGET}'; remove target: {target} from the experiment.")
+        if getattr(judge, "name", None) not in self.judges:
+            raise ConfigError(f"Trait {self.name} is scored by {', '.join(self.judges)}, not {getattr(judge, 'name', judge)}.")
+        rows = self.prompts(params)
+        progress = ctx.progress if ctx is not None and not ctx.quiet else None
+        responses = model.generate([r["prompt"] for r in rows], max_new_tokens=int(params["max_new_tokens"]),
+                                   temperature=float(params["temperature"]), seed=int(params["seed"]),
+                                   batch_size=int(params["batch_size"]), desc=f"{self.name} {params['split']}",
+                                   progress=progress)
+        records = [{"id": r["id"], "split": r["split"], "category": r.get("category", ""), "prompt": r["prompt"],
+                    "response": resp} for r, resp in zip(rows, responses)]
+        scores = judge.score(records, target, None, ctx)
+        if len(scores) != len(records):
+            raise SubbenchError(f"Judge {judge.name} returned {len(scores)} scores for {len(records)} samples.")
+        for rec, s in zip(records, scores):
+            rec["score"] = float(s)
+        return records
+
+    def provenance(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = self.resolve_params(params, where=f"trait {self.name}")
+        rows = self.prompts(params)
+        return {"prompt_set": params["source"], "split": params["split"], "n_prompts": len(rows),
+                "prompts_sha256": sha256_json([[r["id"], r["prompt"]] for r in rows])}
+
+
+@hookimpl
+def register_traits(register):
+    register(HarmfulCompliance())
