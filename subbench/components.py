@@ -130,6 +130,9 @@ class Injector(Component):
     kind = "injector"
     #: False when the teacher is only reachable as text (no logits, no weights).
     open_weights: ClassVar[bool] = True
+    #: True when injecting changes or hooks the weights (steering, finetune): such an
+    #: injector cannot work on a text-only family (an OpenAI-compatible endpoint).
+    needs_weights: ClassVar[bool] = False
 
     def inject(
         self,

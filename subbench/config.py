@@ -164,6 +164,7 @@ class Spec:
     kind: str
     component: Any
     params: dict[str, Any]
+    label: str | None = None
 
     @property
     def name(self) -> str:
@@ -366,7 +367,17 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     d_list = d_raw if isinstance(d_raw, list) else [d_raw]
     if not d_list:
         v.fail("distillation", "expected at least one {name, params}.")
-    distillations = [v.spec("distillers", d, f"distillation[{i}]")[0] for i, d in enumerate(d_list)]
+    distillations = []
+    for i, d in enumerate(d_list):
+        spec, d_raw = v.spec("distillers", d, f"distillation[{i}]", {"label"})
+        label = d_raw.get("label")
+        if label is not None and (not isinstance(label, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$", label)):
+            v.fail(f"distillation[{i}].label", f"expected letters, digits and . _ = , + -, got {label!r}.")
+        spec.label = label
+        distillations.append(spec)
+    labels = [d.label for d in distillations if d.label]
+    if len(set(labels)) != len(labels):
+        v.fail("distillation", "two distillations share a label.")
 
     judge_raw = raw.get("judge") or trait.component.default_judge
     if not judge_raw:
@@ -399,6 +410,10 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     ] + [(f"students[{i}]", s.family) for i, s in enumerate(students)]:
         if comp.modality != modality:
             v.fail(label, f"'{comp.name}' works on {comp.modality} models, but teacher family '{t_family.name}' is {modality}.")
+
+    if injector.needs_weights and not t_family.open_weights:
+        v.fail("injector.name", f"'{injector.name}' needs the teacher's weights, but family '{t_family.name}' is "
+               "text-only (an API endpoint); use the system-prompt injector or an open-weight family.")
 
     # pairs that cannot be distilled are refused before any work starts
     from subbench.components import ModelRef
@@ -443,7 +458,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         "domain": {**domain.as_dict(), "size": size},
         "mitigation": mitigation.as_dict() if mitigation else None,
         "students": [{"family": s.family.name, "seed": s.seed, "params": s.params} for s in students],
-        "distillation": [d.as_dict() for d in distillations],
+        "distillation": [{**d.as_dict(), **({"label": d.label} if d.label else {})} for d in distillations],
         "judge": judge.as_dict(),
         "seeds": list(seeds),
         "analysis": analysis,

@@ -421,6 +421,9 @@ def grid_labels(grid: list[dict[str, Any]]) -> list[str]:
 def distillation_labels(dists: list[Spec]) -> list[str]:
     labels = []
     for d in dists:
+        if d.label:
+            labels.append(d.label)
+            continue
         same = [o for o in dists if o.name == d.name]
         if len(same) == 1:
             labels.append(d.name)
