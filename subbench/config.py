@@ -265,7 +265,10 @@ class _Validator:
         try:
             return self.pm.get(kind, name)
         except SubbenchError as exc:
-            self.fail(field_, str(exc))
+            msg = str(exc)
+            if kind == "families" and "Did you mean" not in msg:
+                msg += " A family from a plugin needs the plugin installed: `subbench install PKG_OR_PATH` (e.g. -e plugins/subbench-qwen25)."
+            self.fail(field_, msg)
 
     def params(self, component, params: Any, field_: str) -> dict:
         if params is None:
