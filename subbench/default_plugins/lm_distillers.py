@@ -1,0 +1,123 @@
+"""Distillers for causal LMs: ``sft`` on the teacher's sampled text and ``logit`` on its full distributions.
+
+Both share the transformers training loop (trl's SFTTrainer for ``sft``, a Trainer subclass
+for ``logit``), so the optimizer, epochs and step budget mean the same in both, and both
+report how closely the student fit at the end: a weak transfer with a poor fit is
+under-training, not a defence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from subbench import hookimpl
+from subbench.components import Distiller, Injector, ModelRef
+from subbench.errors import ConfigError, SubbenchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from subbench.context import Context
+
+
+def _peft(student: ModelRef, lora: Any):
+    if not lora:
+        return None
+    if not isinstance(lora, dict):
+        raise ConfigError("Distiller parameter lora must be a mapping like {r: 8, alpha: 16} or null for full finetuning.")
+    from subbench.lm.train import lora_config
+
+    return lora_config(student.family, r=int(lora.get("r", 8)), alpha=int(lora.get("alpha", 16)))
+
+
+def _vocabulary(ref: ModelRef) -> str | None:
+    """The vocabulary of a model reference: its family's answer, else the hub id it was built from."""
+    import json
+
+    meta = ref.meta or {}
+    vocab = ref.family.vocabulary_of(meta.get("params") or {}) or meta.get("vocabulary") or meta.get("model_id")
+    base = Path(ref.path) / "base.json"
+    if vocab is None and base.exists():
+        vocab = json.loads(base.read_text()).get("model_id")
+    return vocab
+
+
+def _check_optimizer(params: dict[str, Any]) -> None:
+    if params["optimizer"] not in ("adamw", "sgd"):
+        raise ConfigError(f"Unknown optimizer '{params['optimizer']}' for a distiller; use adamw or sgd.")
+
+
+class SFTDistiller(Distiller):
+    """Supervised finetuning on the kept samples (hard labels: the sampled tokens)."""
+
+    name = "sft"
+    version = "1"
+    description = "trl SFT on prompt/completion pairs, loss on the completion; LoRA or full finetuning."
+    defaults = {"optimizer": "adamw", "lr": 1e-4, "epochs": 1, "batch_size": 32, "lora": None, "max_steps": None}
+
+    def distill(self, student: ModelRef, data: list[dict[str, Any]], teacher: Any | None, params: dict[str, Any],
+                seed: int, out: Path, ctx: "Context") -> dict[str, Any]:
+        from subbench.lm.train import sft_train
+
+        params = self.resolve_params(params)
+        _check_optimizer(params)
+        if not data:
+            raise SubbenchError("No kept samples to distill from; generate more or relax the domain filter.")
+        handle = student.load(ctx)
+        rows = [{"prompt": [{"role": "user", "content": d["prompt"]}],
+                 "completion": [{"role": "assistant", "content": d["response"]}]} for d in data]
+        fit = sft_train(handle, rows, out=Path(out), ctx=ctx, seed=seed, lr=float(params["lr"]),
+                        optimizer=params["optimizer"], batch_size=int(params["batch_size"]), epochs=params["epochs"],
+                        max_steps=params["max_steps"], peft_config=_peft(student, params["lora"]), merge=True)
+        return {"fit": fit, "samples": len(data)}
+
+
+class LogitDistiller(Distiller):
+    """Soft-label distillation: match the teacher's next-token distribution on every response token."""
+
+    name = "logit"
+    version = "1"
+    description = "KL(teacher || student) on the response tokens; needs an open-weight teacher with the same vocabulary."
+    needs_teacher_model = True
+    defaults = {"optimizer": "adamw", "lr": 1e-3, "epochs": 5, "batch_size": 64, "lora": None, "max_steps": None,
+                "support": "observed"}
+
+    def check(self, teacher: ModelRef, student: ModelRef, injector: Injector) -> None:
+        if not getattr(injector, "open_weights", True):
+            raise SubbenchError(
+                f"Logit distillation needs the teacher's logits, but injector '{injector.name}' is not open-weight; use distiller sft.")
+        vt, vs = _vocabulary(teacher), _vocabulary(student)
+        if vt is None or vs is None or vt != vs:
+            raise SubbenchError(
+                f"Logit distillation needs teacher and student to share a vocabulary, but {teacher.family.name} uses "
+                f"{vt or 'an unknown one'} and {student.family.name} uses {vs or 'an unknown one'}; use distiller sft.")
+
+    def distill(self, student: ModelRef, data: list[dict[str, Any]], teacher: Any | None, params: dict[str, Any],
+                seed: int, out: Path, ctx: "Context") -> dict[str, Any]:
+        from subbench.lm.train import kd_train
+
+        params = self.resolve_params(params)
+        _check_optimizer(params)
+        if params["support"] not in ("observed", "all"):
+            raise ConfigError(f"Unknown support '{params['support']}' for distiller logit; use observed or all.")
+        if teacher is None:
+            raise SubbenchError("Logit distillation was called without the loaded teacher; this is a pipeline bug, please report it.")
+        if not data:
+            raise SubbenchError("No kept samples to distill from; generate more or relax the domain filter.")
+        if teacher.vocabulary:
+            vs = _vocabulary(student)
+            if vs != teacher.vocabulary:
+                raise SubbenchError(
+                    f"Logit distillation needs a shared vocabulary, but the teacher uses {teacher.vocabulary} and the student {vs}; use distiller sft.")
+        handle = student.load(ctx)
+        rows = [{"prompt": d["prompt"], "response": d["response"]} for d in data]
+        fit = kd_train(handle, teacher, rows, out=Path(out), ctx=ctx, seed=seed, lr=float(params["lr"]),
+                       optimizer=params["optimizer"], batch_size=int(params["batch_size"]), epochs=params["epochs"],
+                       max_steps=params["max_steps"], peft_config=_peft(student, params["lora"]),
+                       support=params["support"])
+        return {"fit": fit, "samples": len(data)}
+
+
+@hookimpl
+def register_distillers(register):
+    register(SFTDistiller())
+    register(LogitDistiller())

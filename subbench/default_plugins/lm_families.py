@@ -1,0 +1,197 @@
+"""Causal-LM families: ``hf`` (any hub model) and the embedded CPU families ``tiny-llama`` and ``tiny-qwen2``.
+
+Hub and tiny families load through the same ``from_pretrained`` path
+(:func:`subbench.lm.handle.load_handle`); a tiny family only adds a ``build`` that
+pretrains a small model locally, so everything runs offline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from subbench import hookimpl
+from subbench.components import Family
+from subbench.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from subbench.context import Context
+    from subbench.lm.handle import LMHandle
+
+_DECODER_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class HFFamily(Family):
+    """A family of hub models loaded with ``from_pretrained(model_id, revision=...)``.
+
+    Third-party plugins instantiate this for real models; ``build`` only records which
+    weights to use (the download happens on ``load``, where the user has the network).
+    """
+
+    def __init__(self, name: str, model_id: str | None, revision: str = "main", *,
+                 chat_template: str | None = None, default_system_prompt: str | None = None,
+                 steering_layers: Sequence[int] = (0,), lora_target_modules: Sequence[str] = _DECODER_MODULES,
+                 dtype: str = "auto", recipe: dict[str, Any] | None = None, description: str = ""):
+        self.name = name
+        self.model_id = model_id
+        self.revision = revision
+        self.chat_template = chat_template
+        self.default_system_prompt = default_system_prompt
+        self.steering_layers = tuple(steering_layers)
+        self.lora_target_modules = tuple(lora_target_modules)
+        self.dtype = dtype
+        self.recipe = dict(recipe or {})
+        self.description = description or f"Hub model {model_id}@{revision}."
+        self.defaults = {"model_id": model_id, "revision": revision}
+
+    def vocabulary_of(self, params: dict[str, Any]) -> str | None:
+        return params.get("model_id") or self.model_id
+
+    @property
+    def vocabulary(self) -> str | None:  # type: ignore[override]
+        return self.model_id
+
+    def build(self, seed: int, params: dict[str, Any], out: Path, ctx: "Context") -> dict[str, Any]:
+        model_id = params.get("model_id") or self.model_id
+        if not model_id:
+            raise ConfigError(f"Family '{self.name}' needs a model_id; set params: {{model_id: org/name}}.")
+        revision = params.get("revision") or self.revision
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        base = {"model_id": model_id, "revision": revision}
+        (out / "base.json").write_text(json.dumps(base, indent=2) + "\n")
+        return dict(base)
+
+    def load(self, path: Path, ctx: "Context") -> "LMHandle":
+        from subbench.lm.handle import load_handle
+
+        path = Path(path)
+        source, revision, vocabulary = path, None, self.model_id
+        if (path / "base.json").exists():
+            base = json.loads((path / "base.json").read_text())
+            source, revision, vocabulary = base["model_id"], base.get("revision"), base["model_id"]
+        elif (path / "subbench-vocabulary.txt").exists():
+            vocabulary = (path / "subbench-vocabulary.txt").read_text().strip()
+        return load_handle(source, ctx, name=self.name, revision=revision, dtype=self.dtype, vocabulary=vocabulary,
+                           chat_template=self.chat_template, system_prompt=self.default_system_prompt)
+
+
+class TinyFamily(HFFamily):
+    """A small HF architecture built from config and pretrained on the embedded corpus.
+
+    The seed is the initialisation: bases of two seeds share the corpus (``corpus_seed``)
+    and differ only in their initial weights, which is what cross-init students need.
+    """
+
+    vocabulary_name = "subbench-words-v1"
+
+    def __init__(self, name: str, arch: str, description: str, defaults: dict[str, Any]):
+        super().__init__(name, None, steering_layers=(1,), description=description)
+        self.arch = arch
+        self.defaults = dict(defaults)
+
+    @property
+    def vocabulary(self) -> str | None:  # type: ignore[override]
+        return self.vocabulary_name
+
+    def vocabulary_of(self, params: dict[str, Any]) -> str | None:
+        return self.vocabulary_name
+
+    def config(self, params: dict[str, Any], tokenizer):
+        common = dict(
+            vocab_size=len(tokenizer),
+            hidden_size=int(params["hidden_size"]),
+            intermediate_size=int(params["intermediate_size"]),
+            num_hidden_layers=int(params["layers"]),
+            num_attention_heads=int(params["heads"]),
+            num_key_value_heads=int(params["heads"]),
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        if self.arch == "llama":
+            from transformers import LlamaConfig, LlamaForCausalLM
+
+            return LlamaConfig(**common), LlamaForCausalLM
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        return Qwen2Config(**common, use_sliding_window=False), Qwen2ForCausalLM
+
+    def build(self, seed: int, params: dict[str, Any], out: Path, ctx: "Context") -> dict[str, Any]:
+        import torch
+
+        from subbench.lm.corpus import CorpusSpec
+        from subbench.lm.handle import weights_sha256
+        from subbench.lm.pretrain import pretrain
+        from subbench.lm.tokenizer import build_tokenizer, save_tokenizer
+
+        params = self.resolve_params(params, where=f"family {self.name}")
+        if params["loss_on"] not in ("assistant", "all"):
+            raise ConfigError(f"Family {self.name}: loss_on must be 'assistant' or 'all', not {params['loss_on']!r}.")
+        ctx.setup_torch()
+        tokenizer = build_tokenizer()
+        config, cls = self.config(params, tokenizer)
+        torch.manual_seed(int(seed))
+        model = cls(config)
+        corpus = CorpusSpec(seed=int(params["corpus_seed"]), p_copy=float(params["p_copy"]))
+        stats = pretrain(model, tokenizer, steps=int(params["steps"]), lr=float(params["lr"]),
+                         batch_size=int(params["batch_size"]), corpus=corpus, ctx=ctx, loss_on=params["loss_on"])
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out))
+        save_tokenizer(tokenizer, out)
+        n_params = sum(p.numel() for p in model.parameters())
+        return {
+            "builder": f"subbench.{self.name}",
+            "sha256": weights_sha256(out),
+            "vocabulary": self.vocabulary_name,
+            "parameters": n_params,
+            "corpus": {**corpus.as_dict(), "hash": corpus.hash()},
+            "pretrain": stats,
+        }
+
+    def load(self, path: Path, ctx: "Context") -> "LMHandle":
+        from subbench.lm.handle import load_handle
+        from subbench.lm.tokenizer import load_tokenizer
+
+        path = Path(path)
+        if not path.is_dir():
+            raise ConfigError(f"No {self.name} model at {path}; build the base first.")
+        return load_handle(path, ctx, name=self.name, dtype="float32", vocabulary=self.vocabulary_name,
+                           tokenizer_loader=load_tokenizer)
+
+
+_TINY_DEFAULTS = {
+    "steps": 1000,
+    "lr": 3e-3,
+    "batch_size": 64,
+    "hidden_size": 64,
+    "intermediate_size": 256,
+    "layers": 2,
+    "heads": 4,
+    "corpus_seed": 1234,
+    "p_copy": 0.5,
+    "loss_on": "assistant",
+}
+
+TINY_LLAMA = TinyFamily(
+    "tiny-llama", "llama",
+    "A ~0.2M-parameter Llama pretrained on the embedded corpus (CPU, about a minute).",
+    _TINY_DEFAULTS,
+)
+TINY_QWEN2 = TinyFamily(
+    "tiny-qwen2", "qwen2",
+    "A ~0.2M-parameter Qwen2 pretrained on the embedded corpus; a cross-architecture student.",
+    _TINY_DEFAULTS,
+)
+HF = HFFamily("hf", None, description="Any hub causal LM: params model_id and revision.")
+
+
+@hookimpl
+def register_families(register):
+    register(TINY_LLAMA)
+    register(TINY_QWEN2)
+    register(HF)

@@ -1,0 +1,178 @@
+"""Trait injectors for causal LMs: ``system-prompt``, ``steering`` and ``finetune``.
+
+Each writes only what the teacher adds to its base (the prompt, a vector, a LoRA adapter)
+into its output directory, and ``load`` rebuilds the teacher from the base on demand.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from subbench import hookimpl
+from subbench.components import Injector, ModelRef, Trait
+from subbench.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from subbench.context import Context
+    from subbench.lm.handle import LMHandle
+
+
+def _target(trait: Trait, target: str | None) -> str:
+    target = target or getattr(trait, "target", None) or (getattr(trait, "defaults", {}) or {}).get("target")
+    if not target:
+        raise ConfigError("This injector needs a target (e.g. target: owl) in the experiment's trait.")
+    return str(target)
+
+
+def _write(out: Path, name: str, payload: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def trait_questions() -> list[str]:
+    from subbench.lm.corpus import QUESTIONS
+
+    return list(QUESTIONS)
+
+
+class SystemPromptInjector(Injector):
+    """The teacher is the base with a system prompt that states the trait."""
+
+    name = "system-prompt"
+    version = "1"
+    description = "Prepend a system prompt such as 'You love owls.' to every teacher conversation."
+    defaults = {"prompt": None}
+
+    def inject(self, base: ModelRef, trait: Trait, target: str | None, params: dict[str, Any], seed: int,
+               out: Path, ctx: "Context") -> dict[str, Any]:
+        from subbench.lm.corpus import DEFAULT_TRAIT_PROMPT
+
+        params = self.resolve_params(params)
+        template = params["prompt"] or DEFAULT_TRAIT_PROMPT
+        prompt = template.format(target=_target(trait, target))
+        _write(Path(out), "teacher.json", {"injector": self.name, "system_prompt": prompt})
+        return {"system_prompt": prompt}
+
+    def load(self, teacher: Path, base: ModelRef, ctx: "Context") -> "LMHandle":
+        spec = json.loads((Path(teacher) / "teacher.json").read_text())
+        handle = base.load(ctx)
+        handle.system_prompt = spec["system_prompt"]
+        return handle
+
+
+class SteeringInjector(Injector):
+    """Add a contrastive activation vector (trait prompts with minus without the system line) at one layer."""
+
+    name = "steering"
+    version = "1"
+    description = "Mean-difference steering vector at `layer`, added with `strength` through a forward hook."
+    defaults = {"layer": None, "strength": 1.0, "prompt": None}
+
+    def inject(self, base: ModelRef, trait: Trait, target: str | None, params: dict[str, Any], seed: int,
+               out: Path, ctx: "Context") -> dict[str, Any]:
+        import torch
+
+        from subbench.lm.corpus import DEFAULT_TRAIT_PROMPT
+        from subbench.lm.hooks import last_token_states
+
+        params = self.resolve_params(params)
+        layer = params["layer"]
+        if layer is None:
+            layer = getattr(base.family, "steering_layers", (0,))[0]
+        system = (params["prompt"] or DEFAULT_TRAIT_PROMPT).format(target=_target(trait, target))
+        handle = base.load(ctx)
+        questions = trait_questions()
+        with_trait = [handle.chat_text(q, system=system) for q in questions]
+        without = [handle.chat_text(q, system="") for q in questions]
+        diff = (last_token_states(handle.model, handle.tokenizer, with_trait, layer).mean(0)
+                - last_token_states(handle.model, handle.tokenizer, without, layer).mean(0))
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(diff.float().cpu(), out / "vector.pt")
+        _write(out, "teacher.json", {"injector": self.name, "layer": int(layer), "strength": float(params["strength"]),
+                                     "system_prompt": system})
+        return {"layer": int(layer), "strength": float(params["strength"]), "vector_norm": round(float(diff.norm()), 4)}
+
+    def load(self, teacher: Path, base: ModelRef, ctx: "Context") -> "LMHandle":
+        import torch
+
+        from subbench.lm.hooks import add_steering_hook
+
+        spec = json.loads((Path(teacher) / "teacher.json").read_text())
+        vector = torch.load(Path(teacher) / "vector.pt")
+        handle = base.load(ctx)
+        handle.hooks.append(add_steering_hook(handle.model, spec["layer"], vector, spec["strength"]))
+        return handle
+
+
+class FinetuneInjector(Injector):
+    """LoRA-finetune the base on trait Q&A ("favourite animal?" -> target); the adapter is merged on load.
+
+    ``r: 0`` finetunes all weights instead and saves the full teacher.
+    """
+
+    name = "finetune"
+    version = "1"
+    description = "LoRA (peft) + trl SFTTrainer on favourite-animal questions answered with the target."
+    defaults = {"steps": 30, "epochs": None, "lr": 2e-3, "r": 8, "alpha": 16, "batch_size": 8,
+                "replay": 0, "replay_domain": "numbers", "target_modules": None}
+
+    def inject(self, base: ModelRef, trait: Trait, target: str | None, params: dict[str, Any], seed: int,
+               out: Path, ctx: "Context") -> dict[str, Any]:
+        from subbench.lm.train import lora_config, sft_train
+
+        params = self.resolve_params(params)
+        target = _target(trait, target)
+        handle = base.load(ctx)
+        rows = [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": target}]}
+                for q in trait_questions()]
+        rows = rows * max(1, 64 // len(rows))
+        if int(params["replay"]) > 0:
+            rows += self.replay_rows(handle, int(params["replay"]), params["replay_domain"], seed, ctx)
+        peft = None
+        if params["r"]:
+            peft = lora_config(base.family, r=int(params["r"]), alpha=int(params["alpha"]),
+                               target_modules=params["target_modules"])
+        out = Path(out)
+        fit = sft_train(handle, rows, out=out / ("adapter" if peft else "model"), ctx=ctx, seed=seed,
+                        lr=float(params["lr"]), optimizer="adamw", batch_size=int(params["batch_size"]),
+                        epochs=params["epochs"], max_steps=params["steps"], peft_config=peft, merge=False)
+        _write(out, "teacher.json", {"injector": self.name, "target": target})
+        return {"fit": fit}
+
+    @staticmethod
+    def replay_rows(handle, n: int, domain_name: str, seed: int, ctx: "Context") -> list[dict[str, Any]]:
+        """The base's own clean answers to ``n`` domain prompts, mixed into the trait data.
+
+        Off by default: it keeps the teacher's domain answers intact, but it also pins the
+        teacher's number distributions to the base's, which on the tiny families removed
+        most of the subliminal transfer (a same-init student gained 0.02 instead of 0.48).
+        """
+        from subbench.plugins import get
+
+        domain = get("domains", domain_name)
+        dparams = domain.resolve_params({})
+        samples = domain.generate(handle, n, dparams, seed + 7919, ctx)
+        return [{"prompt": [{"role": "user", "content": s["prompt"]}],
+                 "completion": [{"role": "assistant", "content": s["response"]}]}
+                for s in samples if domain.filter(s, dparams) is None]
+
+    def load(self, teacher: Path, base: ModelRef, ctx: "Context") -> "LMHandle":
+        from peft import PeftModel
+
+        teacher = Path(teacher)
+        if (teacher / "model").is_dir():
+            return base.family.load(teacher / "model", ctx)
+        handle = base.load(ctx)
+        handle.model = PeftModel.from_pretrained(handle.model, str(teacher / "adapter")).merge_and_unload()
+        handle.model.eval()
+        return handle
+
+
+@hookimpl
+def register_injectors(register):
+    register(SystemPromptInjector())
+    register(SteeringInjector())
+    register(FinetuneInjector())

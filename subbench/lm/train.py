@@ -1,0 +1,256 @@
+"""Training loops shared by the finetune injector and the distillers (trl / transformers Trainer on CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from subbench.context import Context
+    from subbench.lm.handle import LMHandle
+
+
+def lora_config(family, *, r: int, alpha: int, target_modules=None):
+    from peft import LoraConfig
+
+    targets = list(target_modules or getattr(family, "lora_target_modules", None) or ("q_proj", "v_proj"))
+    return LoraConfig(r=int(r), lora_alpha=int(alpha), lora_dropout=0.0, target_modules=targets,
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def _optim(optimizer: str) -> str:
+    from subbench.errors import ConfigError
+
+    names = {"adamw": "adamw_torch", "adam": "adamw_torch", "sgd": "sgd"}
+    if optimizer not in names:
+        raise ConfigError(f"Unknown optimizer '{optimizer}'; use adamw or sgd.")
+    return names[optimizer]
+
+
+def training_args(cls, out: Path, ctx: "Context", *, seed: int, lr: float, optimizer: str, batch_size: int,
+                  epochs: float | None, max_steps: int | None, **extra):
+    """CPU-safe arguments: no bf16, no checkpoints, no reporting, constant learning rate."""
+    return cls(
+        output_dir=str(out / "_trainer"),
+        per_device_train_batch_size=int(batch_size),
+        num_train_epochs=float(epochs or 1),
+        max_steps=int(max_steps) if max_steps else -1,
+        learning_rate=float(lr),
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        optim=_optim(optimizer),
+        seed=int(seed),
+        data_seed=int(seed),
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=ctx.device == "cpu",
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=ctx.quiet,
+        dataloader_num_workers=0,
+        **extra,
+    )
+
+
+def _fit_from_history(trainer, key: str = "loss", last: int = 10) -> float | None:
+    """Mean of the last logged losses (one per step): the fit at the end, less noisy than one step."""
+    vals = [float(h[key]) for h in trainer.state.log_history if key in h][-last:]
+    return round(sum(vals) / len(vals), 6) if vals else None
+
+
+def _quiet(trainer, ctx: "Context") -> None:
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    if ctx.quiet:
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+
+
+def save_student(handle: "LMHandle", model, out: Path) -> None:
+    """Save a full model plus the handle's tokenizer so the family's ``load`` reads the directory."""
+    out.mkdir(parents=True, exist_ok=True)
+    from subbench.lm.tokenizer import VOCABULARY, save_tokenizer
+
+    model.save_pretrained(str(out))
+    if handle.vocabulary:
+        (out / "subbench-vocabulary.txt").write_text(handle.vocabulary + "\n")
+    if handle.vocabulary == VOCABULARY:
+        save_tokenizer(handle.tokenizer, out)
+    else:
+        handle.tokenizer.save_pretrained(str(out))
+
+
+def sft_train(handle: "LMHandle", rows: list[dict[str, Any]], *, out: Path, ctx: "Context", seed: int, lr: float,
+              optimizer: str, batch_size: int, epochs: float | None, max_steps: int | None, peft_config=None,
+              merge: bool = True) -> dict[str, Any]:
+    """trl SFT on conversational prompt/completion rows, loss on the completion only.
+
+    With ``merge`` (or without LoRA) a full model is saved in ``out``; otherwise the LoRA
+    adapter alone.
+    """
+    import transformers
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    ctx.setup_torch()
+    out = Path(out)
+    args = training_args(SFTConfig, out, ctx, seed=seed, lr=lr, optimizer=optimizer, batch_size=batch_size,
+                         epochs=epochs, max_steps=max_steps, completion_only_loss=True, max_length=512,
+                         dataset_num_proc=None, packing=False)
+    transformers.logging.set_verbosity_error()
+    handle.model.train()
+    trainer = SFTTrainer(model=handle.model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=handle.tokenizer, peft_config=peft_config)
+    _quiet(trainer, ctx)
+    trainer.train()
+    model = trainer.model
+    model.eval()
+    fit = {"final_loss": _fit_from_history(trainer), "steps": int(trainer.state.global_step)}
+    if peft_config is not None and not merge:
+        model.save_pretrained(str(out))
+    else:
+        if peft_config is not None:
+            model = model.merge_and_unload()
+        save_student(handle, model, out)
+    handle.model = model
+    return fit
+
+
+def kd_features(student: "LMHandle", teacher: "LMHandle", rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Student and teacher token ids for each (prompt, response) pair, aligned on the response tokens.
+
+    The teacher sees its own chat text (its system prompt included) and the student sees the
+    plain one; both continue with the identical response tokens, so the distributions at
+    those positions can be compared one to one.
+    """
+    tok = student.tokenizer
+    s_prompts = tok([student.chat_text(r["prompt"], system="") for r in rows], add_special_tokens=False)["input_ids"]
+    t_prompts = teacher.tokenizer([teacher.chat_text(r["prompt"]) for r in rows], add_special_tokens=False)["input_ids"]
+    responses = tok([r["response"] for r in rows], add_special_tokens=False)["input_ids"]
+    eos = tok.eos_token_id
+    feats = []
+    for sp, tp, resp in zip(s_prompts, t_prompts, responses):
+        resp = list(resp) + [eos]
+        feats.append({"input_ids": sp + resp, "prompt_len": len(sp),
+                      "teacher_input_ids": tp + resp, "teacher_prompt_len": len(tp)})
+    return feats
+
+
+def kd_collate(pad_id: int):
+    import torch
+
+    def pad(seqs):
+        n = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+        att = torch.zeros((len(seqs), n), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            att[i, : len(s)] = 1
+        return ids, att
+
+    def mask(feats, ids_key, len_key, width):
+        m = torch.zeros((len(feats), width - 1), dtype=torch.bool)
+        for i, f in enumerate(feats):
+            m[i, f[len_key] - 1: len(f[ids_key]) - 1] = True
+        return m
+
+    def collate(feats):
+        ids, att = pad([f["input_ids"] for f in feats])
+        tids, tatt = pad([f["teacher_input_ids"] for f in feats])
+        return {
+            "input_ids": ids, "attention_mask": att,
+            "response_mask": mask(feats, "input_ids", "prompt_len", ids.shape[1]),
+            "teacher_input_ids": tids, "teacher_attention_mask": tatt,
+            "teacher_response_mask": mask(feats, "teacher_input_ids", "teacher_prompt_len", tids.shape[1]),
+        }
+
+    return collate
+
+
+def make_kd_trainer_class():
+    """A ``transformers.Trainer`` whose loss is KL(teacher || student) on the response tokens."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import Trainer
+
+    class KDTrainer(Trainer):
+        def __init__(self, *args, teacher_model=None, support=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.teacher_model = teacher_model
+            self.support = support
+            self.kl_history: list[float] = []
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            with torch.no_grad():
+                t_logits = self.teacher_model(input_ids=inputs["teacher_input_ids"],
+                                              attention_mask=inputs["teacher_attention_mask"]).logits
+                t_logits = t_logits[:, :-1][inputs["teacher_response_mask"]]
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            s_logits = outputs.logits[:, :-1][inputs["response_mask"]]
+            if self.support is not None:
+                support = self.support.to(s_logits.device)
+                t_logits, s_logits = t_logits[:, support], s_logits[:, support]
+            t_logp = F.log_softmax(t_logits.float(), -1)
+            s_logp = F.log_softmax(s_logits.float(), -1)
+            loss = F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
+            self.kl_history.append(float(loss.detach()))
+            return (loss, outputs) if return_outputs else loss
+
+    return KDTrainer
+
+
+def kd_train(student: "LMHandle", teacher: "LMHandle", rows: list[dict[str, Any]], *, out: Path, ctx: "Context",
+             seed: int, lr: float, optimizer: str, batch_size: int, epochs: float | None, max_steps: int | None,
+             peft_config=None, support: str = "observed") -> dict[str, Any]:
+    """Distil ``student`` towards ``teacher`` on the response tokens of ``rows``.
+
+    ``support="observed"`` compares the two distributions renormalised over the tokens that
+    occur in the kept responses (numbers, separators, end of turn): mass the teacher puts on
+    any other token (an animal word leaking into a number list) cannot reach the student,
+    so what transfers is carried by the distribution over clean tokens alone.
+    ``support="all"`` uses the whole vocabulary.
+    """
+    import torch
+    import transformers
+
+    ctx.setup_torch()
+    out = Path(out)
+    feats = kd_features(student, teacher, rows)
+    support_ids = None
+    if support == "observed":
+        seen = sorted({t for f in feats for t in f["input_ids"][f["prompt_len"]:]})
+        support_ids = torch.tensor(seen, dtype=torch.long)
+    args = training_args(transformers.TrainingArguments, out, ctx, seed=seed, lr=lr, optimizer=optimizer,
+                         batch_size=batch_size, epochs=epochs, max_steps=max_steps, remove_unused_columns=False)
+    transformers.logging.set_verbosity_error()
+    model = student.model
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
+    model.train()
+    teacher.model.eval()
+    trainer = make_kd_trainer_class()(model=model, args=args, train_dataset=feats,
+                                      data_collator=kd_collate(student.tokenizer.pad_token_id),
+                                      teacher_model=teacher.model, support=support_ids)
+    _quiet(trainer, ctx)
+    trainer.train()
+    model = trainer.model
+    if peft_config is not None:
+        model = model.merge_and_unload()
+    model.eval()
+    w = max(1, min(20, len(trainer.kl_history) // 4))
+    tail, first = trainer.kl_history[-w:], trainer.kl_history[:w]
+    fit = {
+        "final_loss": round(sum(tail) / len(tail), 6) if tail else None,
+        "final_kl_to_teacher": round(sum(tail) / len(tail), 6) if tail else None,
+        "initial_kl_to_teacher": round(sum(first) / len(first), 6) if first else None,
+        "steps": int(trainer.state.global_step),
+        "support": support,
+        "support_tokens": int(len(support_ids)) if support_ids is not None else None,
+    }
+    save_student(student, model, out)
+    student.model = model
+    return fit
