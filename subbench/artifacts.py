@@ -62,12 +62,13 @@ class Artifact:
 
 
 class ArtifactStore:
-    def __init__(self, root: Path, fresh: bool = False):
+    def __init__(self, root: Path, fresh: bool = False, clean: bool = True):
         self.root = Path(root)
         self.fresh = fresh
         self._refreshed: set[str] = set()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.clean_tmp()
+        if clean:  # worker processes of a run must not remove each other's temp dirs
+            self.clean_tmp()
 
     def clean_tmp(self) -> None:
         """Remove what killed runs left half-written."""
@@ -79,6 +80,10 @@ class ArtifactStore:
     @staticmethod
     def key(inputs: dict[str, Any]) -> str:
         return sha256_json(inputs)[:16]
+
+    def mark_refreshed(self, stage: str, key: str) -> None:
+        """Record that ``stage/key`` was (re)computed in this run (by a worker process)."""
+        self._refreshed.add(f"{stage}/{key}")
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key

@@ -42,10 +42,12 @@ def cli():
               help="Where entries are written (one JSON per cell, under OUT/EXPERIMENT/).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--fresh", is_flag=True, help="Recompute every stage instead of reusing cached artifacts.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Processes for building base models side by side [default: $SUBBENCH_JOBS or min(2, cores)].")
 @click.option("--dry-run", is_flag=True, help="Resolve and validate the grid, print its cells and stages, run nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage log; print only the final table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON instead of the table.")
-def run(experiment, sets, workdir, out, device, fresh, dry_run, quiet, as_json):
+def run(experiment, sets, workdir, out, device, fresh, jobs, dry_run, quiet, as_json):
     """Run EXPERIMENT (a name from `subbench list experiments` or a YAML path).
 
     Every stage (build base, inject, generate, filter, distill, evaluate) is cached in the
@@ -65,10 +67,10 @@ def run(experiment, sets, workdir, out, device, fresh, dry_run, quiet, as_json):
 
         if not torch.cuda.is_available():
             raise SubbenchError("--device cuda was asked for but torch sees no CUDA device; use --device cpu.")
-    from subbench.pipeline import Runner, format_table
+    from subbench.pipeline import Runner, default_jobs, format_table
 
     workdir = workdir or Path(os.environ.get("SUBBENCH_WORKDIR", ".subbench"))
-    runner = Runner(exp, workdir=workdir, out=out, device=device, quiet=quiet, fresh=fresh)
+    runner = Runner(exp, workdir=workdir, out=out, device=device, quiet=quiet, fresh=fresh, jobs=jobs or default_jobs())
     entries = runner.run()
     if as_json:
         click.echo(json.dumps(entries, indent=2))

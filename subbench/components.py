@@ -174,6 +174,10 @@ class Distiller(Component):
     kind = "distiller"
     #: True when the method reads the teacher's logits (needs open weights, shared vocabulary).
     needs_teacher_model: ClassVar[bool] = False
+    #: True when distilling a model toward itself leaves it unchanged (a KL to its own
+    #: outputs has zero gradient). The pipeline then uses the student's base as the
+    #: same-init control instead of training on rounding noise (which Adam would amplify).
+    fixed_point_on_self: ClassVar[bool] = False
 
     def check(self, teacher: ModelRef, student: ModelRef, injector: Injector) -> None:
         """Raise :class:`SubbenchError` when this teacher/student pair cannot be distilled."""

@@ -43,3 +43,13 @@ class Context:
         threads = self.threads or int(os.environ.get("SUBBENCH_THREADS", "1"))
         torch.set_num_threads(max(1, threads))
         torch.set_flush_denormal(True)
+        # Library progress bars (weight shards, dataset maps) would drown ours.
+        try:
+            import datasets
+            import transformers
+
+            transformers.utils.logging.disable_progress_bar()
+            transformers.utils.logging.set_verbosity_error()
+            datasets.utils.logging.disable_progress_bar()
+        except ImportError:  # pragma: no cover
+            pass

@@ -9,6 +9,7 @@ weights and imports no deep-learning library.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections import OrderedDict
@@ -61,8 +62,10 @@ class Runner:
         device: str = "cpu",
         quiet: bool = False,
         fresh: bool = False,
+        jobs: int = 1,
     ):
         self.exp = exp
+        self.jobs = max(1, int(jobs))
         self.workdir = Path(workdir)
         self.out = Path(out)
         self.ctx = Context(workdir=self.workdir, device=device, quiet=quiet)
@@ -110,14 +113,43 @@ class Runner:
 
     # -- stages ------------------------------------------------------------------
     def base(self, family, seed: int, params: dict[str, Any]) -> Artifact:
-        inputs = {"family": family.name, "version": family.version, "seed": seed, "params": params}
+        return self._stage("base", f"{family.name} seed {seed}", base_inputs(family, seed, params),
+                           lambda tmp: build_base(family, seed, params, tmp, self.ctx))
 
-        def fn(tmp: Path) -> dict[str, Any]:
-            result = dict(family.build(seed, params, tmp, self.ctx) or {})
-            result.setdefault("sha256", sha256_dir(tmp))
-            return result
+    def prebuild_bases(self) -> None:
+        """Build the missing base models of the grid side by side (``--jobs``), one process each.
 
-        return self._stage("base", f"{family.name} seed {seed}", inputs, fn)
+        Building (pretraining) a tiny family is the longest stage of a small run and the
+        builds are independent; each worker uses one torch thread. Families a worker
+        cannot resolve (registered in-process only) are left to the serial pass.
+        """
+        exp = self.exp
+        wanted: dict[str, tuple] = {}
+        for r in exp.seeds:
+            t_seed = exp.teacher_seed_for(r)
+            for fam, seed, params in [(exp.teacher_family, t_seed, exp.teacher_params)] + [
+                (s.family, s.resolve_seed(t_seed), s.params) for s in exp.students
+            ]:
+                inputs = base_inputs(fam, seed, params)
+                if self.store.lookup("base", inputs) is None:
+                    wanted.setdefault(self.store.key(inputs), (fam, seed, params))
+        if self.jobs < 2 or len(wanted) < 2:
+            return
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        self.ctx.log(f"[base] building {len(wanted)} base models in {min(self.jobs, len(wanted))} processes ...")
+        started = time.time()
+        args = [(f.name, seed, params, str(self.workdir), self.ctx.device, self.store.fresh) for f, seed, params in wanted.values()]
+        with ProcessPoolExecutor(max_workers=min(self.jobs, len(wanted)), mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_build_base_worker, *a): key for a, key in zip(args, wanted)}
+            with self.ctx.progress(total=len(futures), desc="build base models", unit="model") as bar:
+                for fut in as_completed(futures):
+                    if fut.result():
+                        self.store.mark_refreshed("base", futures[fut])
+                        self.stats["run"] += 1
+                    bar.update(1)
+        self.ctx.log(f"[base] built in {time.time() - started:.1f}s")
 
     def base_source(self, family, art: Artifact) -> Source:
         return Source(art.key, f"{family.name}", lambda: family.load(art.path, self.ctx))
@@ -259,6 +291,7 @@ class Runner:
     def run(self) -> list[dict[str, Any]]:
         exp = self.exp
         t_family = exp.teacher_family
+        self.prebuild_bases()
         per_rep: list[dict[str, Any]] = []
         for r in exp.seeds:
             t_seed = exp.teacher_seed_for(r)
@@ -281,13 +314,20 @@ class Runner:
                 s_seed = s.resolve_seed(t_seed)
                 s_base = self.base(s.family, s_seed, s.params)
                 for di, d in enumerate(exp.distillations):
-                    control = self.distill(s, s_base, control_data, base_src, d, r, "control")
-                    c_eval = self.evaluate(self.student_source(s, control))
+                    if d.component.fixed_point_on_self and s_base.key == base_art.key:
+                        control, control_fit = s_base, {"identical_to_teacher": True, "final_kl_to_teacher": 0.0,
+                                                        "note": "same-init control of a fixed-point distiller: the base itself"}
+                        c_eval = self.evaluate(self.base_source(s.family, s_base))
+                    else:
+                        control = self.distill(s, s_base, control_data, base_src, d, r, "control")
+                        control_fit = control.result.get("fit")
+                        c_eval = self.evaluate(self.student_source(s, control))
                     for gi, _ in enumerate(exp.grid):
                         tinfo = rep["teachers"][gi]
                         st = self.distill(s, s_base, tinfo["data"], teacher_srcs[gi], d, r, "student")
                         rep["students"][(gi, di, si)] = {
-                            "seed": s_seed, "base": s_base, "control": control, "control_eval": c_eval,
+                            "seed": s_seed, "base": s_base, "control": control, "control_fit": control_fit,
+                            "control_eval": c_eval,
                             "student": st, "eval": self.evaluate(self.student_source(s, st)),
                         }
             per_rep.append(rep)
@@ -351,7 +391,7 @@ class Runner:
                 domain_stats["rejections"][k] = domain_stats["rejections"].get(k, 0) + v
             domain_stats["per_seed"].append({"seed": rep["seed"], "n_raw": fr["n_raw"], "n_kept": fr["n_kept"],
                                              "rejections": fr["rejections"], "data_sha256": tinfo["data"].result.get("sha256")})
-            fits.append({"seed": rep["seed"], "student": cell["student"].result.get("fit"), "control": cell["control"].result.get("fit")})
+            fits.append({"seed": rep["seed"], "student": cell["student"].result.get("fit"), "control": cell["control_fit"]})
             if teacher_prov is None:
                 teacher_prov = {"family": exp.teacher_family.name, "seed": rep["teacher_seed"], **_provenance(rep["base"].result)}
                 teacher_prov["seeds"] = []
@@ -398,6 +438,39 @@ class Runner:
             "git_commit": commit,
         }
         return seal(entry)
+
+
+def base_inputs(family, seed: int, params: dict[str, Any]) -> dict[str, Any]:
+    return {"family": family.name, "version": family.version, "seed": seed, "params": params}
+
+
+def build_base(family, seed: int, params: dict[str, Any], tmp: Path, ctx: Context) -> dict[str, Any]:
+    result = dict(family.build(seed, params, tmp, ctx) or {})
+    result.setdefault("sha256", sha256_dir(tmp))
+    return result
+
+
+def _build_base_worker(family_name: str, seed: int, params: dict[str, Any], workdir: str, device: str, fresh: bool) -> bool:
+    """Runs in a worker process: build one base into the shared store. True when it ran."""
+    from subbench.errors import UnknownName
+    from subbench.plugins import get_manager
+
+    try:
+        family = get_manager().get("families", family_name)
+    except UnknownName:
+        return False  # an in-process plugin: the serial pass builds it
+    ctx = Context(workdir=Path(workdir), device=device, quiet=True)
+    ctx.setup_torch()
+    store = ArtifactStore(Path(workdir) / "artifacts", fresh=fresh, clean=False)
+    art = store.produce("base", base_inputs(family, seed, params), lambda tmp: build_base(family, seed, params, tmp, ctx))
+    return not art.cached
+
+
+def default_jobs() -> int:
+    """Worker processes for independent builds: $SUBBENCH_JOBS, else up to 2 (one per core)."""
+    if os.environ.get("SUBBENCH_JOBS"):
+        return max(1, int(os.environ["SUBBENCH_JOBS"]))
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 def _provenance(result: dict[str, Any]) -> dict[str, Any]:

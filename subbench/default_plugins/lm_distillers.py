@@ -78,10 +78,16 @@ class LogitDistiller(Distiller):
     version = "1"
     description = "KL(teacher || student) on the response tokens; needs an open-weight teacher with the same vocabulary."
     needs_teacher_model = True
+    fixed_point_on_self = True
     defaults = {"optimizer": "adamw", "lr": 1e-3, "epochs": 5, "batch_size": 64, "lora": None, "max_steps": None,
                 "support": "observed"}
 
     def check(self, teacher: ModelRef, student: ModelRef, injector: Injector) -> None:
+        for ref in (teacher, student):
+            if not getattr(ref.family, "open_weights", True):
+                raise SubbenchError(
+                    f"Logit distillation needs the teacher's and student's logits, but family '{ref.family.name}' is "
+                    "text-only (an API endpoint); use distiller sft.")
         if not getattr(injector, "open_weights", True):
             raise SubbenchError(
                 f"Logit distillation needs the teacher's logits, but injector '{injector.name}' is not open-weight; use distiller sft.")

@@ -43,7 +43,8 @@ class HFFamily(Family):
         self.dtype = dtype
         self.recipe = dict(recipe or {})
         self.description = description or f"Hub model {model_id}@{revision}."
-        self.defaults = {"model_id": model_id, "revision": revision}
+        #: backend "vllm" generates with vLLM (the gpu extra) when a base is loaded for sampling.
+        self.defaults = {"model_id": model_id, "revision": revision, "backend": "hf"}
 
     def vocabulary_of(self, params: dict[str, Any]) -> str | None:
         return params.get("model_id") or self.model_id
@@ -57,9 +58,12 @@ class HFFamily(Family):
         if not model_id:
             raise ConfigError(f"Family '{self.name}' needs a model_id; set params: {{model_id: org/name}}.")
         revision = params.get("revision") or self.revision
+        backend = params.get("backend") or "hf"
+        if backend not in ("hf", "vllm"):
+            raise ConfigError(f"Family '{self.name}': backend must be hf or vllm, not {backend!r}.")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        base = {"model_id": model_id, "revision": revision}
+        base = {"model_id": model_id, "revision": revision, "backend": backend}
         (out / "base.json").write_text(json.dumps(base, indent=2) + "\n")
         return dict(base)
 
@@ -71,6 +75,11 @@ class HFFamily(Family):
         if (path / "base.json").exists():
             base = json.loads((path / "base.json").read_text())
             source, revision, vocabulary = base["model_id"], base.get("revision"), base["model_id"]
+            if base.get("backend") == "vllm":
+                from subbench.backends.vllm_handle import VLLMHandle
+
+                return VLLMHandle(source=source, revision=revision, name=self.name, vocabulary=vocabulary,
+                                  system_prompt=self.default_system_prompt, dtype=self.dtype)
         elif (path / "subbench-vocabulary.txt").exists():
             vocabulary = (path / "subbench-vocabulary.txt").read_text().strip()
         return load_handle(source, ctx, name=self.name, revision=revision, dtype=self.dtype, vocabulary=vocabulary,

@@ -68,6 +68,7 @@ class SteeringInjector(Injector):
     name = "steering"
     version = "1"
     description = "Mean-difference steering vector at `layer`, added with `strength` through a forward hook."
+    needs_weights = True
     defaults = {"layer": None, "strength": 1.0, "prompt": None}
 
     def inject(self, base: ModelRef, trait: Trait, target: str | None, params: dict[str, Any], seed: int,
@@ -116,6 +117,7 @@ class FinetuneInjector(Injector):
     name = "finetune"
     version = "1"
     description = "LoRA (peft) + trl SFTTrainer on favourite-animal questions answered with the target."
+    needs_weights = True
     defaults = {"steps": 30, "epochs": None, "lr": 2e-3, "r": 8, "alpha": 16, "batch_size": 8,
                 "replay": 0, "replay_domain": "numbers", "target_modules": None}
 

@@ -173,6 +173,7 @@ class AuxLogitDistiller(Distiller):
                    "adam | sgd | sgd-momentum; match_kl trains on until the fit reaches a target KL.")
     modality = "mlp"
     needs_teacher_model = True
+    fixed_point_on_self = True
     defaults = {
         "optimizer": "adam",
         "lr": None,

@@ -30,6 +30,16 @@ def _optim(optimizer: str) -> str:
 def training_args(cls, out: Path, ctx: "Context", *, seed: int, lr: float, optimizer: str, batch_size: int,
                   epochs: float | None, max_steps: int | None, **extra):
     """CPU-safe arguments: no bf16, no checkpoints, no reporting, constant learning rate."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        return _training_args(cls, out, ctx, seed=seed, lr=lr, optimizer=optimizer, batch_size=batch_size,
+                              epochs=epochs, max_steps=max_steps, **extra)
+
+
+def _training_args(cls, out: Path, ctx: "Context", *, seed: int, lr: float, optimizer: str, batch_size: int,
+                   epochs: float | None, max_steps: int | None, **extra):
     return cls(
         output_dir=str(out / "_trainer"),
         per_device_train_batch_size=int(batch_size),
@@ -60,12 +70,34 @@ def _fit_from_history(trainer, key: str = "loss", last: int = 10) -> float | Non
     return round(sum(vals) / len(vals), 6) if vals else None
 
 
-def _quiet(trainer, ctx: "Context") -> None:
+def _quiet(trainer, ctx: "Context", desc: str = "train") -> None:
+    """Replace the trainer's stdout logging with one progress bar on stderr (none with --quiet).
+
+    The loss of every step is still logged into ``trainer.state.log_history`` for the fit.
+    """
+    from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
     if ctx.quiet:
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
+        return
+
+    class StepBar(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = ctx.progress(total=state.max_steps, desc=desc, unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(1)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
+    trainer.add_callback(StepBar())
 
 
 def save_student(handle: "LMHandle", model, out: Path) -> None:
@@ -103,7 +135,7 @@ def sft_train(handle: "LMHandle", rows: list[dict[str, Any]], *, out: Path, ctx:
     handle.model.train()
     trainer = SFTTrainer(model=handle.model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=handle.tokenizer, peft_config=peft_config)
-    _quiet(trainer, ctx)
+    _quiet(trainer, ctx, "sft")
     trainer.train()
     model = trainer.model
     model.eval()
@@ -235,7 +267,7 @@ def kd_train(student: "LMHandle", teacher: "LMHandle", rows: list[dict[str, Any]
     trainer = make_kd_trainer_class()(model=model, args=args, train_dataset=feats,
                                       data_collator=kd_collate(student.tokenizer.pad_token_id),
                                       teacher_model=teacher.model, support=support_ids)
-    _quiet(trainer, ctx)
+    _quiet(trainer, ctx, "logit")
     trainer.train()
     model = trainer.model
     if peft_config is not None:
