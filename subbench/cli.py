@@ -94,7 +94,9 @@ def plugins(as_json):
         return
     for info in infos:
         origin = "built-in" if info["builtin"] else "installed"
-        click.echo(f"{info['name']} {info['version'] or ''} ({origin})")
+        click.echo(f"{info['name']} {info['version'] or ''} ({origin}, {info['module']})")
+        if info["hooks"]:
+            click.echo(f"  hooks: {', '.join(info['hooks'])}")
         if info["error"]:
             click.echo(f"  ERROR: {info['error']}")
         for kind, names in info["registered"].items():

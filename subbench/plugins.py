@@ -181,10 +181,14 @@ class PluginManager:
             plugin = self.pm.get_plugin(name)
             if plugin is None or not hasattr(plugin, "register_commands"):
                 continue
+            before = set(getattr(cli, "commands", {}))
             try:
                 plugin.register_commands(cli=cli)
             except Exception as exc:
                 self.infos[name].error = f"register_commands failed: {type(exc).__name__}: {exc}"
+            added = sorted(set(getattr(cli, "commands", {})) - before)
+            if added:
+                self.infos[name].registered["commands"] = added
 
     # -- lookups -----------------------------------------------------------------
     def registry(self, kind: str) -> Registry:

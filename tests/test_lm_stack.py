@@ -242,7 +242,7 @@ def test_hf_family_records_the_hub_model_without_downloading(tmp_path):
     fam = HFFamily("my-model", "org/model", "abc123", steering_layers=(12,), recipe={"dtype": "bfloat16"})
     assert fam.model_id == "org/model" and fam.revision == "abc123" and fam.steering_layers == (12,)
     meta = fam.build(0, fam.resolve_params({}), tmp_path, Context(workdir=tmp_path))
-    assert meta == {"model_id": "org/model", "revision": "abc123"}
+    assert meta == {"model_id": "org/model", "revision": "abc123", "backend": "hf"}
     assert json.loads((tmp_path / "base.json").read_text()) == meta
     assert fam.vocabulary_of({}) == "org/model"
     with pytest.raises(ConfigError, match="model_id"):

@@ -56,7 +56,7 @@ def test_entry_point_and_pins(family):
 
 def test_build_pins_the_revision_without_downloading(family, ctx, tmp_path):
     meta = family.build(0, family.resolve_params({}), tmp_path, ctx)
-    assert meta == {"model_id": family.model_id, "revision": subbench_qwen25.REVISION}
+    assert meta == {"model_id": family.model_id, "revision": subbench_qwen25.REVISION, "backend": "hf"}
     assert json.loads((tmp_path / "base.json").read_text())["revision"] == subbench_qwen25.REVISION
     assert list(tmp_path.iterdir()) == [tmp_path / "base.json"]
 
