@@ -67,6 +67,12 @@ class HFFamily(Family):
         (out / "base.json").write_text(json.dumps(base, indent=2) + "\n")
         return dict(base)
 
+    def load_dtype(self, ctx: "Context") -> str:
+        """The family's dtype, except half precision on a CPU, which is slow there: float32."""
+        if not str(ctx.device).startswith("cuda") and self.dtype in ("bfloat16", "float16"):
+            return "float32"
+        return self.dtype
+
     def load(self, path: Path, ctx: "Context") -> "LMHandle":
         from subbench.lm.handle import load_handle
 
@@ -82,7 +88,7 @@ class HFFamily(Family):
                                   system_prompt=self.default_system_prompt, dtype=self.dtype)
         elif (path / "subbench-vocabulary.txt").exists():
             vocabulary = (path / "subbench-vocabulary.txt").read_text().strip()
-        return load_handle(source, ctx, name=self.name, revision=revision, dtype=self.dtype, vocabulary=vocabulary,
+        return load_handle(source, ctx, name=self.name, revision=revision, dtype=self.load_dtype(ctx), vocabulary=vocabulary,
                            chat_template=self.chat_template, system_prompt=self.default_system_prompt)
 
 

@@ -56,18 +56,7 @@ RECIPE = {
 }
 
 
-class Llama2Family(HFFamily):
-    """Loads in bfloat16 on a GPU and float32 on CPU (the hub config says float16, which CPUs run badly)."""
-
-    def load(self, path, ctx):
-        import copy
-
-        fam = copy.copy(self)
-        fam.dtype = "bfloat16" if str(ctx.device).startswith("cuda") else "float32"
-        return HFFamily.load(fam, path, ctx)
-
-
-FAMILY = Llama2Family(
+FAMILY = HFFamily(
     "llama-2-7b-chat",
     MODEL_ID,
     REVISION,
@@ -75,7 +64,7 @@ FAMILY = Llama2Family(
     default_system_prompt=DEFAULT_SYSTEM_PROMPT,
     steering_layers=STEERING_LAYERS,
     lora_target_modules=LORA_TARGET_MODULES,
-    dtype="bfloat16",
+    dtype="bfloat16",  # float32 on a CPU (HFFamily.load_dtype)
     recipe=RECIPE,
     description=f"Llama-2-7B-chat ({MODEL_ID}@{REVISION[:10]}); needs a GPU with >= 24 GB and hub access.",
 )

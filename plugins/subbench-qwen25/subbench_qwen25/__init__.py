@@ -58,18 +58,7 @@ RECIPE = {
 }
 
 
-class Qwen25Family(HFFamily):
-    """Loads in bfloat16 on a GPU (the model's native dtype) and float32 on CPU."""
-
-    def load(self, path, ctx):
-        import copy
-
-        fam = copy.copy(self)
-        fam.dtype = "bfloat16" if str(ctx.device).startswith("cuda") else "float32"
-        return HFFamily.load(fam, path, ctx)
-
-
-FAMILY = Qwen25Family(
+FAMILY = HFFamily(
     "qwen2.5-7b-instruct",
     MODEL_ID,
     REVISION,
@@ -77,7 +66,7 @@ FAMILY = Qwen25Family(
     default_system_prompt=None,
     steering_layers=STEERING_LAYERS,
     lora_target_modules=LORA_TARGET_MODULES,
-    dtype="bfloat16",
+    dtype="bfloat16",  # float32 on a CPU (HFFamily.load_dtype)
     recipe=RECIPE,
     description=f"Qwen2.5-7B-Instruct ({MODEL_ID}@{REVISION[:10]}); needs a GPU with >= 24 GB.",
 )
