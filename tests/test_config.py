@@ -94,3 +94,26 @@ def test_dry_run_lists_cells(tmp_path, toy_plugin):
     res = CliRunner().invoke(build_cli(), ["run", str(write(tmp_path, good())), "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "cells (6):" in res.output and "toy-a@teacher+1" in res.output
+
+
+def test_text_only_teacher_refuses_weight_injectors_and_logit(tmp_path):
+    base = """name: endpoint
+teacher: {family: openai, params: {base_url: "http://127.0.0.1:9/v1", model: m}}
+trait: {name: animal-preference, target: owl}
+injector: INJECTOR
+domain: {name: numbers, size: 10}
+students: [{family: tiny-llama, seed: 0}]
+distillation: DISTILL
+"""
+    cases = [
+        ("steering", "sft", "injector.name: 'steering' needs the teacher's weights, but family 'openai' is text-only"),
+        ("finetune", "sft", "injector.name: 'finetune' needs the teacher's weights"),
+        ("system-prompt", "logit", "family 'openai' is text-only (an API endpoint); use distiller sft"),
+    ]
+    for injector, distill, message in cases:
+        path = write(tmp_path, base.replace("INJECTOR", injector).replace("DISTILL", distill))
+        with pytest.raises(ConfigError) as exc:
+            load_experiment(str(path))
+        assert message in str(exc.value)
+    ok = write(tmp_path, base.replace("INJECTOR", "system-prompt").replace("DISTILL", "sft"))
+    assert load_experiment(str(ok)).injector.name == "system-prompt"
