@@ -30,10 +30,17 @@ TOP_LEVEL = {
     "students": "list of {family, seed, params}",
     "distillation": "{name, params} or a list of them",
     "judge": "a judge name or {name, params}",
-    "seeds": "list of replicate seeds",
+    "replicates": "{n, over: data|init, first}: how many replicates, and what each one draws anew",
+    "seeds": "list of replicate seeds (older form of replicates)",
     "analysis": "{min_teacher_effect, bootstrap, bootstrap_seed}",
 }
 ANALYSIS_DEFAULTS = {"min_teacher_effect": 0.05, "bootstrap": 1000, "bootstrap_seed": 0}
+#: What a replicate draws anew: ``data`` = new injector, generation, subsampling and
+#: distillation seeds on the same bases; ``init`` = also new base initialisations (the
+#: teacher's seed is the replicate seed plus ``teacher.seed``, students relative to it).
+REPLICATE_KINDS = ("data", "init")
+#: ``domain.budget``: ``equal`` (teacher and control data cut to the smaller kept count) or a size.
+BUDGET_DEFAULT = "equal"
 SEED_RE = re.compile(r"^(seed|teacher)\s*(?:\+\s*(\d+))?$")
 
 
@@ -207,6 +214,8 @@ class Experiment:
     judge: Spec
     seeds: list[int]
     analysis: dict[str, Any]
+    replicates: dict[str, Any] = field(default_factory=dict)
+    budget: int | str = BUDGET_DEFAULT
     resolved: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -340,10 +349,14 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     injector_spec = Spec("injectors", injector, v.params(injector, {k: val for k, val in given.items() if k not in axes}, "injector.params"))
 
     dom_raw = raw["domain"]
-    domain, dom_raw = v.spec("domains", dom_raw, "domain", {"size"})
+    domain, dom_raw = v.spec("domains", dom_raw, "domain", {"size", "budget"})
     size = dom_raw.get("size", 1000)
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         v.fail("domain.size", f"expected a positive integer, got {size!r}.")
+    budget = dom_raw.get("budget", BUDGET_DEFAULT)
+    if budget != BUDGET_DEFAULT and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
+        v.fail("domain.budget", f"expected 'equal' (teacher and control data cut to the smaller kept count) "
+               f"or a positive number of training samples, got {budget!r}.")
 
     mitigation = None
     if raw.get("mitigation") is not None:
@@ -390,13 +403,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     if allowed_judges and judge.name not in allowed_judges and not getattr(judge.component, "is_ensemble", False):
         v.fail("judge.name", f"trait '{trait.name}' can be judged by {', '.join(allowed_judges)}, not '{judge.name}'.")
 
-    seeds = raw.get("seeds", [0])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        v.fail("seeds", f"expected a non-empty list of integers, got {seeds!r}.")
-    if len(set(seeds)) != len(seeds):
-        v.fail("seeds", "contains duplicates.")
+    seeds, t_seed, replicates = _replicates(v, raw, t_seed)
 
     analysis = dict(ANALYSIS_DEFAULTS)
     if raw.get("analysis") is not None:
@@ -452,21 +459,61 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         judge=judge,
         seeds=list(seeds),
         analysis=analysis,
+        replicates=replicates,
+        budget=budget,
     )
     exp.resolved = {
         "name": name,
         "teacher": {"family": t_family.name, "seed": t_seed, "params": t_params},
         "trait": {**trait.as_dict(), "target": target},
         "injector": {"name": injector.name, "version": injector.version, "grid": grid},
-        "domain": {**domain.as_dict(), "size": size},
+        "domain": {**domain.as_dict(), "size": size, "budget": budget},
         "mitigation": mitigation.as_dict() if mitigation else None,
         "students": [{"family": s.family.name, "seed": s.seed, "params": s.params} for s in students],
         "distillation": [{**d.as_dict(), **({"label": d.label} if d.label else {})} for d in distillations],
         "judge": judge.as_dict(),
         "seeds": list(seeds),
+        "replicates": replicates,
         "analysis": analysis,
     }
     return exp
+
+
+def _replicates(v: "_Validator", raw: dict[str, Any], t_seed: int | str) -> tuple[list[int], int | str, dict[str, Any]]:
+    """The replicate seeds, the teacher's seed rule and ``{n, over}`` from ``replicates:`` or ``seeds:``."""
+    relative = isinstance(t_seed, str)
+    if raw.get("replicates") is not None:
+        if raw.get("seeds") is not None:
+            v.fail("replicates", "give either replicates or seeds, not both.")
+        rep = raw["replicates"]
+        if isinstance(rep, int) and not isinstance(rep, bool):
+            rep = {"n": rep}
+        if not isinstance(rep, dict):
+            v.fail("replicates", f"expected {{n, over: data|init}} or a number, got {rep!r}.")
+        v.keys(rep, "replicates", {"n", "over", "first"}, {"n"})
+        n, over, first = rep["n"], rep.get("over", "data"), rep.get("first", 0)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1000:
+            v.fail("replicates.n", f"expected a whole number from 1 to 1000, got {n!r}.")
+        if over not in REPLICATE_KINDS:
+            v.fail("replicates.over", f"expected one of {', '.join(REPLICATE_KINDS)} (new data and training seeds on the "
+                   f"same bases, or new base initialisations), got {over!r}.")
+        if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+            v.fail("replicates.first", f"expected a non-negative integer, got {first!r}.")
+        if relative:
+            v.fail("teacher.seed", "with replicates:, give the teacher's seed as an integer (over: init adds the "
+                   "replicate seed to it).")
+        seeds = list(range(first, first + n))
+        if over == "init":
+            t_seed = "seed" if t_seed == 0 else f"seed+{t_seed}"
+        return seeds, t_seed, {"n": n, "over": over}
+    seeds = raw.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        v.fail("seeds", f"expected a non-empty list of integers, got {seeds!r}.")
+    if len(set(seeds)) != len(seeds):
+        v.fail("seeds", "contains duplicates.")
+    return seeds, t_seed, {"n": len(seeds), "over": "init" if relative else "data"}
 
 
 def load_experiment(name_or_path: str, sets: list[str] | None = None, pm=None) -> Experiment:

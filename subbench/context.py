@@ -43,6 +43,8 @@ class Context:
         threads = self.threads or int(os.environ.get("SUBBENCH_THREADS", "1"))
         torch.set_num_threads(max(1, threads))
         torch.set_flush_denormal(True)
+        # CPU kernels are deterministic for a fixed thread count; this makes any that is not say so.
+        torch.use_deterministic_algorithms(True, warn_only=True)
         # Library progress bars (weight shards, dataset maps) would drown ours.
         try:
             import datasets

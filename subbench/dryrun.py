@@ -11,13 +11,16 @@ def describe(exp: Experiment) -> str:
     dlabels = distillation_labels(exp.distillations)
     n_rep = len(exp.seeds)
     n_t, n_d, n_s = len(exp.grid), len(exp.distillations), len(exp.students)
-    student_bases = {(s.family.name, str(s.seed)) for s in exp.students}
+    bases = {(exp.teacher_family.name, exp.teacher_seed_for(r)) for r in exp.seeds}
+    bases |= {(s.family.name, s.resolve_seed(exp.teacher_seed_for(r))) for r in exp.seeds for s in exp.students}
     lines = [
         f"experiment {exp.name} (config {exp.config_hash[:19]})",
-        f"  teacher   {exp.teacher_family.name} seed {exp.teacher_seed} via {exp.injector.name}",
+        f"  teacher   {exp.teacher_family.name} seed {exp.teacher_seed}"
+        + (" (from the replicate seed)" if isinstance(exp.teacher_seed, str) else "") + f" via {exp.injector.name}",
         f"  trait     {exp.trait.name} target {exp.target} judged by {exp.judge.name}",
-        f"  domain    {exp.domain.name} x{exp.size}" + (f", mitigation {exp.mitigation.name}" if exp.mitigation else ""),
-        f"  seeds     {exp.seeds}",
+        f"  domain    {exp.domain.name} x{exp.size}, training budget {exp.budget}"
+        + (f", mitigation {exp.mitigation.name}" if exp.mitigation else ""),
+        f"  replicates {n_rep} over {exp.replicates.get('over', 'data')} (seeds {exp.seeds})",
         f"cells ({n_t * n_d * n_s}):",
     ]
     for gi, _ in enumerate(exp.grid):
@@ -25,10 +28,11 @@ def describe(exp: Experiment) -> str:
             for s in exp.students:
                 lines.append(f"  {glabels[gi] or 'default':<20} {dlabels[di]:<40} {s.label()}")
     stages = {
-        "base": n_rep * (1 + len(student_bases)),
+        "base": len(bases),
         "inject": n_rep * n_t,
         "generate": n_rep * (n_t + 1),
         "filter": n_rep * (n_t + 1),
+        "budget": n_rep * n_t * 2,
         "distill": n_rep * n_s * n_d * (n_t + 1),
         "evaluate": n_rep * (1 + n_t + n_s * n_d * (n_t + 1)),
     }

@@ -16,7 +16,7 @@ from typing import Any
 
 from subbench.hashing import canonical_json, sha256_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PACKAGES = ("torch", "transformers", "peft", "trl", "lm_eval", "pluggy", "numpy")
 
 
@@ -32,10 +32,13 @@ def seal(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def environment(device: str) -> dict[str, Any]:
+    from subbench.reproducibility import settings
+
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "device": device,
+        **settings(),
     }
     for pkg in PACKAGES:
         try:

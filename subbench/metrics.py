@@ -103,3 +103,43 @@ def transfer_ratio(
         lo, hi = np.quantile(np.asarray(boots), [alpha, 1 - alpha])
         ci = (float(lo), float(hi))
     return RatioResult(float(ratio), ci, None, t_eff, st_eff)
+
+
+def replicate_ratios(base: Scores, teacher: Scores, control: Scores, student: Scores, *,
+                     min_effect: float = DEFAULT_MIN_EFFECT) -> list[dict]:
+    """Each replicate's own scores and ratio (None where its teacher effect is below ``min_effect``).
+
+    The pooled ratio and its bootstrap interval say how precisely the mean is known; these
+    say how much one replicate differs from the next, which is what a second run (another
+    machine, another seed) would show.
+    """
+    out = []
+    for b, t, c, s in zip(base, teacher, control, student):
+        sb, st, sc, ss = (sum(x) / len(x) for x in (b, t, c, s))
+        eff = st - sb
+        out.append({"S_base": sb, "S_teacher": st, "S_control": sc, "S_student": ss,
+                    "transfer_ratio": (ss - sc) / eff if abs(eff) >= min_effect else None})
+    return out
+
+
+def spread(values: Sequence[float | None]) -> dict:
+    """Mean, sample sd, min and max of the defined values (sd is None for fewer than two)."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"n": 0, "mean": None, "sd": None, "min": None, "max": None}
+    m = sum(vals) / len(vals)
+    sd = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else None
+    return {"n": len(vals), "mean": m, "sd": sd, "min": min(vals), "max": max(vals)}
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> list[float] | None:
+    """Student-t interval of the mean of ``values`` (replicates); None for fewer than two."""
+    n = len(values)
+    if n < 2:
+        return None
+    from scipy.stats import t
+
+    m = sum(values) / n
+    sd = (sum((v - m) ** 2 for v in values) / (n - 1)) ** 0.5
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * sd / n ** 0.5
+    return [m - half, m + half]

@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from subbench import __version__
 from subbench.artifacts import Artifact, ArtifactStore, atomic_write_text, read_jsonl, write_jsonl
+from subbench.cell import Cell, Replicate, make_entry
 from subbench.components import ModelRef
 from subbench.config import Experiment, Spec, StudentSpec
 from subbench.context import Context
-from subbench.entry import SCHEMA_VERSION, environment, git_commit, now, relation, seal
+from subbench.entry import environment, git_commit, now
 from subbench.errors import SubbenchError
 from subbench.hashing import sha256_dir, sha256_file
-from subbench.metrics import transfer_ratio
 
 
 @dataclass
@@ -287,157 +286,97 @@ class Runner:
 
         return self._stage("evaluate", f"{trait.name} on {source.label}", inputs, fn)
 
+    def budget(self, data: Artifact, n: int, seed: int, role: str) -> Artifact:
+        """``n`` of the kept samples, drawn with the replicate's seed (order kept): equal training budgets."""
+        inputs = {"data": data.key, "n": int(n), "seed": seed}
+
+        def fn(tmp: Path) -> dict[str, Any]:
+            import random
+
+            rows = read_jsonl(data.path / "kept.jsonl")
+            chosen = sorted(random.Random(f"budget/{seed}").sample(range(len(rows)), int(n)))
+            write_jsonl(tmp / "kept.jsonl", [rows[i] for i in chosen])
+            return {"n_in": len(rows), "n_kept": int(n), "sha256": sha256_file(tmp / "kept.jsonl")}
+
+        return self._stage("budget", f"{n} of {data.result.get('n_kept')} {role} samples", inputs, fn)
+
+    def budgets(self, data: Artifact, control: Artifact, seed: int) -> tuple[Artifact, Artifact, dict[str, Any]]:
+        """Teacher and control data cut to one size: the smaller kept count, or ``domain.budget``."""
+        n_t, n_c = int(data.result["n_kept"]), int(control.result["n_kept"])
+        n = min(n_t, n_c)
+        info: dict[str, Any] = {"rule": self.exp.budget, "n_teacher_kept": n_t, "n_control_kept": n_c}
+        if isinstance(self.exp.budget, int):
+            info["short"] = n < self.exp.budget
+            n = min(n, self.exp.budget)
+        info["n_train"] = n
+        return self.budget(data, n, seed, "teacher"), self.budget(control, n, seed, "control"), info
+
     # -- the grid ----------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
         exp = self.exp
         t_family = exp.teacher_family
         self.prebuild_bases()
-        per_rep: list[dict[str, Any]] = []
+        glabels = grid_labels(exp.grid)
+        dlabels = distillation_labels(exp.distillations)
+        cells = {(gi, di, si): Cell(glabels[gi], g, d, dlabels[di], s)
+                 for gi, g in enumerate(exp.grid) for di, d in enumerate(exp.distillations)
+                 for si, s in enumerate(exp.students)}
         for r in exp.seeds:
             t_seed = exp.teacher_seed_for(r)
             base_art = self.base(t_family, t_seed, exp.teacher_params)
             base_src = self.base_source(t_family, base_art)
-            rep: dict[str, Any] = {"seed": r, "teacher_seed": t_seed, "base": base_art, "teachers": [], "students": {}}
-            rep["base_eval"] = self.evaluate(base_src)
-            control_data = self.mitigate(self.filter(self.generate(base_src, r)), r)
-            rep["control_data"] = control_data
-            teacher_srcs = []
+            base_eval = self.evaluate(base_src)
+            control_filter = self.filter(self.generate(base_src, r))
+            control_kept = self.mitigate(control_filter, r)
+            teachers = []
             for g in exp.grid:
                 t_art = self.inject(t_family, base_art, g, r)
                 t_src = self.teacher_source(t_family, base_art, t_art)
-                gen = self.generate(t_src, r)
-                filt = self.filter(gen)
-                data = self.mitigate(filt, r)
-                rep["teachers"].append({"inject": t_art, "eval": self.evaluate(t_src), "filter": filt, "data": data})
-                teacher_srcs.append(t_src)
+                filt = self.filter(self.generate(t_src, r))
+                data, control_data, budget = self.budgets(self.mitigate(filt, r), control_kept, r)
+                teachers.append({"source": t_src, "eval": self.evaluate(t_src), "filter": filt, "data": data,
+                                 "control_data": control_data, "budget": budget})
             for si, s in enumerate(exp.students):
                 s_seed = s.resolve_seed(t_seed)
                 s_base = self.base(s.family, s_seed, s.params)
                 for di, d in enumerate(exp.distillations):
-                    if d.component.fixed_point_on_self and s_base.key == base_art.key:
-                        control, control_fit = s_base, {"identical_to_teacher": True, "final_kl_to_teacher": 0.0,
-                                                        "note": "same-init control of a fixed-point distiller: the base itself"}
-                        c_eval = self.evaluate(self.base_source(s.family, s_base))
-                    else:
-                        control = self.distill(s, s_base, control_data, base_src, d, r, "control")
-                        control_fit = control.result.get("fit")
-                        c_eval = self.evaluate(self.student_source(s, control))
-                    for gi, _ in enumerate(exp.grid):
-                        tinfo = rep["teachers"][gi]
-                        st = self.distill(s, s_base, tinfo["data"], teacher_srcs[gi], d, r, "student")
-                        rep["students"][(gi, di, si)] = {
-                            "seed": s_seed, "base": s_base, "control": control, "control_fit": control_fit,
-                            "control_eval": c_eval,
-                            "student": st, "eval": self.evaluate(self.student_source(s, st)),
-                        }
-            per_rep.append(rep)
+                    for gi, t in enumerate(teachers):
+                        if d.component.fixed_point_on_self and s_base.key == base_art.key:
+                            control_fit = {"identical_to_teacher": True, "final_kl_to_teacher": 0.0,
+                                           "note": "same-init control of a fixed-point distiller: the base itself"}
+                            c_eval = self.evaluate(self.base_source(s.family, s_base))
+                        else:
+                            control = self.distill(s, s_base, t["control_data"], base_src, d, r, "control")
+                            control_fit = control.result.get("fit")
+                            c_eval = self.evaluate(self.student_source(s, control))
+                        st = self.distill(s, s_base, t["data"], t["source"], d, r, "student")
+                        cells[(gi, di, si)].replicates.append(Replicate(
+                            seed=r, teacher_seed=t_seed, student_seed=s_seed, teacher_base=base_art, student_base=s_base,
+                            evals={"base": base_eval, "teacher": t["eval"], "control": c_eval,
+                                   "student": self.evaluate(self.student_source(s, st))},
+                            teacher_filter=t["filter"], control_filter=control_filter, data=t["data"],
+                            control_data=t["control_data"], student_fit=st.result.get("fit"), control_fit=control_fit,
+                            budget=t["budget"]))
         self._models.clear()
-        return self.entries(per_rep)
+        return self.entries(list(cells.values()))
 
     # -- entries -----------------------------------------------------------------
-    def entries(self, per_rep: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def entries(self, cells: list[Cell]) -> list[dict[str, Any]]:
         exp = self.exp
         env = environment(self.ctx.device)
         commit = git_commit()
         created = now()
         entries = []
-        glabels = grid_labels(exp.grid)
-        dlabels = distillation_labels(exp.distillations)
-        for gi, g in enumerate(exp.grid):
-            for di, d in enumerate(exp.distillations):
-                for si, s in enumerate(exp.students):
-                    entries.append(self._entry(per_rep, gi, g, di, d, si, s, glabels[gi], dlabels[di], env, commit, created))
+        for cell in cells:
+            s = cell.student
+            cell_id = slug(f"{exp.injector.name}{'-' + cell.setting if cell.setting else ''}__{cell.distillation_label}"
+                           f"__{s.family.name}-s{s.seed}")
+            entries.append(make_entry(exp, cell, cell_id, self.workdir, env, commit, created))
         out_dir = self.out / exp.name
         out_dir.mkdir(parents=True, exist_ok=True)
         for e in entries:
             atomic_write_text(out_dir / f"{e['cell']['id']}.json", json.dumps(e, indent=2, sort_keys=True) + "\n")
         return entries
-
-    def _scores(self, art: Artifact) -> list[float]:
-        return [float(r["score"]) for r in read_jsonl(art.path / "samples.jsonl")]
-
-    def _rel(self, art: Artifact, name: str) -> dict[str, str]:
-        p = art.path / name
-        try:
-            shown = str(p.relative_to(self.workdir))
-        except ValueError:
-            shown = str(p)
-        return {"path": shown, "sha256": sha256_file(p)}
-
-    def _entry(self, per_rep, gi, g, di, d, si, s, glabel, dlabel, env, commit, created) -> dict[str, Any]:
-        exp = self.exp
-        groups: dict[str, list[list[float]]] = {"base": [], "teacher": [], "control": [], "student": []}
-        files: dict[str, list] = {"base": [], "teacher": [], "control": [], "student": [], "data": [], "filter_decisions": []}
-        domain_stats = {"n_raw": 0, "n_kept": 0, "rejections": {}, "per_seed": []}
-        fits = []
-        judge_summaries: dict[str, list] = {}
-        student_prov = None
-        teacher_prov = None
-        for rep in per_rep:
-            tinfo = rep["teachers"][gi]
-            cell = rep["students"][(gi, di, si)]
-            for name, art in (("base", rep["base_eval"]), ("teacher", tinfo["eval"]),
-                              ("control", cell["control_eval"]), ("student", cell["eval"])):
-                groups[name].append(self._scores(art))
-                files[name].append(self._rel(art, "samples.jsonl"))
-                if art.result.get("judge_summary"):
-                    judge_summaries.setdefault(name, []).append(art.result["judge_summary"])
-            files["data"].append(self._rel(tinfo["data"], "kept.jsonl"))
-            files["filter_decisions"].append(self._rel(tinfo["filter"], "decisions.jsonl"))
-            fr = tinfo["filter"].result
-            domain_stats["n_raw"] += fr["n_raw"]
-            domain_stats["n_kept"] += tinfo["data"].result.get("n_kept", fr["n_kept"])
-            for k, v in fr["rejections"].items():
-                domain_stats["rejections"][k] = domain_stats["rejections"].get(k, 0) + v
-            domain_stats["per_seed"].append({"seed": rep["seed"], "n_raw": fr["n_raw"], "n_kept": fr["n_kept"],
-                                             "rejections": fr["rejections"], "data_sha256": tinfo["data"].result.get("sha256")})
-            fits.append({"seed": rep["seed"], "student": cell["student"].result.get("fit"), "control": cell["control_fit"]})
-            if teacher_prov is None:
-                teacher_prov = {"family": exp.teacher_family.name, "seed": rep["teacher_seed"], **_provenance(rep["base"].result)}
-                teacher_prov["seeds"] = []
-                student_prov = {"family": s.family.name, "seed": cell["seed"],
-                                "relation": relation(exp.teacher_family.name, rep["teacher_seed"], s.family.name, cell["seed"]),
-                                **_provenance(cell["base"].result)}
-                student_prov["seeds"] = []
-            teacher_prov["seeds"].append(rep["teacher_seed"])
-            student_prov["seeds"].append(cell["seed"])
-        a = exp.analysis
-        res = transfer_ratio(groups["base"], groups["teacher"], groups["control"], groups["student"],
-                             min_effect=a["min_teacher_effect"], n_boot=a["bootstrap"], seed=a["bootstrap_seed"])
-        scores = {}
-        for name, vals in groups.items():
-            per_seed = [sum(v) / len(v) for v in vals]
-            scores[name] = {"mean": sum(per_seed) / len(per_seed), "n": sum(len(v) for v in vals),
-                            "per_seed": per_seed, "samples": vals}
-        cell_id = slug(f"{exp.injector.name}{'-' + glabel if glabel else ''}__{dlabel}__{s.family.name}-s{s.seed}")
-        entry = {
-            "schema_version": SCHEMA_VERSION,
-            "subbench_version": __version__,
-            "created": created,
-            "experiment": {"name": exp.name, "config": exp.resolved, "config_hash": exp.config_hash},
-            "cell": {"id": cell_id, "teacher_setting": glabel or "default", "distillation": dlabel,
-                     "student": f"{s.family.name}@{s.seed}"},
-            "teacher": teacher_prov,
-            "student": student_prov,
-            "trait": {**exp.trait.as_dict(), "target": exp.target, **exp.trait.component.provenance(exp.trait.params)},
-            "injector": {"name": exp.injector.name, "version": exp.injector.component.version, "params": g,
-                         "open_weights": exp.injector.component.open_weights},
-            "domain": {"name": exp.domain.name, "version": exp.domain.component.version, "params": exp.domain.params,
-                       "size": exp.size, **domain_stats},
-            "mitigation": exp.mitigation.as_dict() if exp.mitigation else None,
-            "distillation": {**d.as_dict(), "fit": fits},
-            "judge": {"model": None, "prompt_sha256": None, **exp.judge.as_dict(),
-                      **exp.judge.component.provenance(exp.judge.params),
-                      **({"summaries": judge_summaries} if judge_summaries else {})},
-            "seeds": list(exp.seeds),
-            "scores": scores,
-            **{k: v for k, v in res.as_dict().items()},
-            "analysis": dict(a),
-            "artifacts": files,
-            "environment": env,
-            "git_commit": commit,
-        }
-        return seal(entry)
 
 
 def base_inputs(family, seed: int, params: dict[str, Any]) -> dict[str, Any]:
@@ -473,11 +412,6 @@ def default_jobs() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def _provenance(result: dict[str, Any]) -> dict[str, Any]:
-    keys = ("model_id", "revision", "builder", "sha256")
-    return {k: result.get(k) for k in keys}
-
-
 def _short(params: dict[str, Any]) -> str:
     items = [f"{k}={v}" for k, v in params.items() if not isinstance(v, (dict, list))]
     text = ",".join(items)
@@ -510,30 +444,74 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=,\[\]+-]+", "_", text).strip("_")
 
 
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(head, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows]
+    return lines
+
+
+def _ratio(x: float | None) -> str:
+    return "null" if x is None else f"{x:+.3f}"
+
+
+def _ci(ci) -> str:
+    return "-" if not ci else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def _sd(sp: dict[str, Any] | None) -> str:
+    return "-" if not sp or sp.get("sd") is None else f"{sp['sd']:.2f}"
+
+
 def format_table(entries: list[dict[str, Any]]) -> str:
-    """The table of cells printed at the end of a run."""
-    head = ["teacher", "distill", "student", "relation", "S_base", "S_teacher", "S_control", "S_student", "ratio", "95% CI", "fit"]
+    """The table of cells printed at the end of a run.
+
+    ``ratio`` pools the replicates; ``95% CI`` is the hierarchical bootstrap (replicates,
+    then evaluation samples); ``sd`` is the spread of the per-replicate ratios listed in
+    ``per replicate``, which is what another run would scatter by.
+    """
+    head = ["teacher", "distill", "student", "relation", "n_train", "S_base", "S_teacher", "S_control", "S_student",
+            "ratio", "95% CI", "sd", "per replicate", "fit"]
     rows = []
     for e in entries:
         sc = e["scores"]
-        ratio = e["transfer_ratio"]
-        ci = e["ci95"]
-        fit = _fit_summary(e["distillation"]["fit"])
+        reps = (e.get("replicates") or {}).get("per_replicate") or []
+        n_train = sorted({p.get("n_train") for p in reps if p.get("n_train") is not None})
         rows.append([
             e["cell"]["teacher_setting"], e["cell"]["distillation"], e["cell"]["student"], e["student"]["relation"],
-            f"{sc['base']['mean']:.3f}", f"{sc['teacher']['mean']:.3f}", f"{sc['control']['mean']:.3f}", f"{sc['student']['mean']:.3f}",
-            "null" if ratio is None else f"{ratio:+.3f}",
-            "-" if not ci else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]",
-            fit,
+            "/".join(map(str, n_train)) or "-",
+            f"{sc['base']['mean']:.3f}", f"{sc['teacher']['mean']:.3f}", f"{sc['control']['mean']:.3f}",
+            f"{sc['student']['mean']:.3f}", _ratio(e["transfer_ratio"]), _ci(e["ci95"]),
+            _sd((e.get("replicates") or {}).get("ratio_spread")),
+            " ".join("null" if p["transfer_ratio"] is None else f"{p['transfer_ratio']:+.2f}" for p in reps) or "-",
+            _fit_summary(e["distillation"]["fit"]),
         ])
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(head, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths)) for r in rows]
+    lines = _table(head, rows)
+    names = sorted({m for e in entries for m in (e.get("metrics") or {})})
+    for m in names:
+        lines += ["", f"{m} (the same evaluation pass, scored as {m}):"]
+        mrows = []
+        for e in entries:
+            x = (e.get("metrics") or {}).get(m)
+            if not x:
+                continue
+            mrows.append([e["cell"]["distillation"], e["cell"]["student"], e["student"]["relation"],
+                          *(f"{x['S_' + g]:.3f}" for g in ("base", "teacher", "control", "student")),
+                          _ratio(x["transfer_ratio"]), _ci(x["ci95"]), _sd(x.get("ratio_spread")),
+                          " ".join("null" if v is None else f"{v:+.2f}" for v in x.get("per_replicate") or [])])
+        lines += _table(["distill", "student", "relation", "S_base", "S_teacher", "S_control", "S_student", "ratio",
+                         "95% CI", "sd", "per replicate"], mrows)
+    n_rep = max((len(e.get("seeds") or []) for e in entries), default=0)
+    over = (entries[0].get("replicates") or {}).get("over") if entries else None
+    if n_rep:
+        lines += ["", f"{n_rep} replicate(s) over {over or 'seeds'}; 95% CI: bootstrap over replicates, then evaluation "
+                      "samples; sd: spread of the per-replicate ratios."]
     notes = [f"{e['cell']['id']}: {e['transfer_ratio_note']}" for e in entries if e.get("transfer_ratio_note")]
+    notes += [f for e in entries for f in e.get("flags") or []]  # run-wide (teacher data): once each
     if notes:
         lines.append("")
-        lines += [f"note: {n}" for n in notes]
+        lines += [f"note: {n}" for n in dict.fromkeys(notes)]
     return "\n".join(lines)
 
 

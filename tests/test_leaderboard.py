@@ -114,7 +114,7 @@ def test_schema_is_valid_draft_2020_12_and_matches_pipeline_entries(results):
 
     schema = load_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert schema["properties"]["schema_version"] == {"const": 1}
+    assert schema["properties"]["schema_version"] == {"const": 2}
     for f in (results / "toy").glob("*.json"):
         assert list(jsonschema.Draft202012Validator(schema).iter_errors(load(f))) == []
 
@@ -182,11 +182,43 @@ def test_missing_control_is_rejected(results):
 
 
 def test_wrong_schema_version_is_rejected(results):
-    path = edited(results, lambda e: e.__setitem__("schema_version", 2))
+    path = edited(results, lambda e: e.__setitem__("schema_version", 3))
     res = cli("leaderboard", "validate", path)
     assert res.exit_code == 1
-    assert problems_of(res) == [f"{path}: schema_version 2 is not supported (this subbench reads schema_version 1); "
+    assert problems_of(res) == [f"{path}: schema_version 3 is not supported (this subbench reads schema_version 1, 2); "
                                 "re-create the entry with this subbench or upgrade subbench"]
+
+
+def as_v1(e):
+    """The same measurement in the v1 layout (before replicates, budgets and metrics)."""
+    for k in ("replicates", "metrics", "per_question", "flags"):
+        e.pop(k)
+    e["schema_version"] = 1
+    e["domain"].pop("budget")
+    for ps in e["domain"]["per_seed"]:
+        for k in ("keep_rate", "control_keep_rate", "budget"):
+            ps.pop(k)
+    for g in e["scores"].values():
+        g.pop("metrics", None)
+        g.pop("question_ids", None)
+
+
+def test_v1_entries_are_still_valid_and_checked(results):
+    path = edited(results, as_v1)
+    res = cli("leaderboard", "validate", path)
+    assert res.exit_code == 0, res.output
+    bad = edited(results, lambda e: (as_v1(e), e.__setitem__("transfer_ratio", 0.99)))
+    res = cli("leaderboard", "validate", bad)
+    assert res.exit_code == 1 and "transfer_ratio 0.99 does not match its scores" in res.output
+
+
+def test_per_replicate_ratios_are_recomputed(results):
+    def tamper(e):
+        e["replicates"]["per_replicate"][0]["transfer_ratio"] = 0.99
+    path = edited(results, tamper)
+    res = cli("leaderboard", "validate", path)
+    assert res.exit_code == 1
+    assert problems_of(res) == [f"{path}: replicates.per_replicate ratios do not match the per-replicate scores"]
 
 
 def test_not_json_and_wrong_types(results, tmp_path):

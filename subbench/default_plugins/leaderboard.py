@@ -41,7 +41,7 @@ def validate(ctx, paths):
     if bad:
         click.echo(f"FAILED: {len(bad)} of {len(results)} entries have problems.", err=True)
         ctx.exit(1)
-    click.echo(f"OK: {len(results)} entries valid (schema v1, content hash, recomputed scores and transfer ratios).")
+    click.echo(f"OK: {len(results)} entries valid (schema, content hash, recomputed scores and transfer ratios).")
 
 
 @leaderboard.command()

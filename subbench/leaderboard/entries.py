@@ -9,19 +9,22 @@ from typing import Any, Iterable
 
 from subbench.errors import SubbenchError
 
-SCHEMA_NAME = "entry-v1.json"
+#: Schema file of each entry version this subbench reads (v1: one pooled ratio; v2: replicates,
+#: budgets, secondary metrics).
+SCHEMA_FILES = {1: "entry-v1.json", 2: "entry-v2.json"}
+SCHEMA_NAME = SCHEMA_FILES[max(SCHEMA_FILES)]
 
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent.parent
 
 
-def schema_path() -> Path:
-    return repo_root() / "leaderboard" / "schema" / SCHEMA_NAME
+def schema_path(version: int | None = None) -> Path:
+    return repo_root() / "leaderboard" / "schema" / SCHEMA_FILES.get(version or max(SCHEMA_FILES), SCHEMA_NAME)
 
 
-def load_schema() -> dict[str, Any]:
-    path = schema_path()
+def load_schema(version: int | None = None) -> dict[str, Any]:
+    path = schema_path(version)
     if not path.is_file():
         raise SubbenchError(f"The entry schema {path} is missing; reinstall subbench from a full checkout.")
     return json.loads(path.read_text(encoding="utf-8"))

@@ -12,22 +12,21 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from subbench.leaderboard.entries import Loaded, entry_files, load_schema, read_entry
+from subbench.leaderboard.entries import SCHEMA_FILES, Loaded, entry_files, load_schema, read_entry
 
-SUPPORTED_SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = tuple(sorted(SCHEMA_FILES))
 GROUPS = ("base", "teacher", "control", "student")
 TOL = 1e-9
 
-_VALIDATOR = None
+_VALIDATORS: dict[int, Any] = {}
 
 
-def _validator():
-    global _VALIDATOR
-    if _VALIDATOR is None:
+def _validator(version: int):
+    if version not in _VALIDATORS:
         import jsonschema
 
-        _VALIDATOR = jsonschema.Draft202012Validator(load_schema())
-    return _VALIDATOR
+        _VALIDATORS[version] = jsonschema.Draft202012Validator(load_schema(version))
+    return _VALIDATORS[version]
 
 
 def _where(path) -> str:
@@ -50,18 +49,18 @@ def _schema_problem(err) -> str:
                     "prompt hash, null when it has none)")
         return f"missing required field '{field}'"
     if err.validator == "additionalProperties":
-        return f"{where}: {err.message} (schema v1 allows no other fields here)"
+        return f"{where}: {err.message} (the entry's schema allows no other fields here)"
     return f"field '{where}': {err.message}"
 
 
 def schema_problems(entry: dict[str, Any]) -> list[str]:
     version = entry.get("schema_version")
-    if version != SUPPORTED_SCHEMA_VERSION:
+    if isinstance(version, bool) or version not in SUPPORTED_SCHEMA_VERSIONS:
         return [
             f"schema_version {version!r} is not supported (this subbench reads schema_version "
-            f"{SUPPORTED_SCHEMA_VERSION}); re-create the entry with this subbench or upgrade subbench"
+            f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}); re-create the entry with this subbench or upgrade subbench"
         ]
-    errors = sorted(_validator().iter_errors(entry), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    errors = sorted(_validator(version).iter_errors(entry), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     return [_schema_problem(e) for e in errors]
 
 
@@ -129,6 +128,33 @@ def consistency_problems(entry: dict[str, Any]) -> list[str]:
             out.append(f"{k} {entry[k]} does not match its scores (recomputed {res[k]})")
     if (entry["transfer_ratio_note"] is None) != (res["transfer_ratio_note"] is None):
         out.append("transfer_ratio_note does not match whether the ratio is null")
+    if entry["schema_version"] >= 2:
+        out += _replicate_problems(entry)
+    return out
+
+
+def _replicate_problems(entry: dict[str, Any]) -> list[str]:
+    """v2: per-replicate ratios, their spread and the secondary metrics, recomputed from the samples."""
+    from subbench.metrics import replicate_ratios, spread, transfer_ratio
+
+    out: list[str] = []
+    a, scores = entry["analysis"], entry["scores"]
+    per = replicate_ratios(*(scores[g]["samples"] for g in GROUPS), min_effect=a["min_teacher_effect"])
+    stated = entry["replicates"]["per_replicate"]
+    if len(stated) != len(per) or not all(_close(x["transfer_ratio"], y["transfer_ratio"]) for x, y in zip(stated, per)):
+        out.append("replicates.per_replicate ratios do not match the per-replicate scores")
+    sp = spread([p["transfer_ratio"] for p in per])
+    if not all(_close(entry["replicates"]["ratio_spread"].get(k), sp[k]) for k in ("mean", "sd", "min", "max")):
+        out.append(f"replicates.ratio_spread does not match the per-replicate ratios (recomputed {sp})")
+    for m, block in entry["metrics"].items():
+        try:
+            mg = [scores[g]["metrics"][m]["samples"] for g in GROUPS]
+            res = transfer_ratio(*mg, min_effect=a["min_teacher_effect"], n_boot=a["bootstrap"], seed=a["bootstrap_seed"])
+        except (KeyError, TypeError, ValueError) as exc:
+            out.append(f"metrics.{m} cannot be recomputed from scores.*.metrics.{m}.samples ({exc})")
+            continue
+        if not _close(block["transfer_ratio"], res.ratio):
+            out.append(f"metrics.{m}.transfer_ratio {block['transfer_ratio']} does not match its samples (recomputed {res.ratio})")
     return out
 
 

@@ -1,0 +1,216 @@
+"""One cell of a run (teacher setting × distillation × student) over its replicates, and its entry.
+
+The runner fills a :class:`Cell` with one :class:`Replicate` per replicate seed (the
+artifacts each model's evaluation and data came from); :func:`make_entry` turns it into
+the leaderboard entry. Everything an entry states is computed here from those artifacts,
+so the entry's layout lives in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from subbench import __version__
+from subbench.artifacts import Artifact, read_jsonl
+from subbench.entry import SCHEMA_VERSION, relation, seal
+from subbench.hashing import sha256_file
+from subbench.metrics import replicate_ratios, spread, t_interval, transfer_ratio
+
+GROUPS = ("base", "teacher", "control", "student")
+#: A teacher that keeps less than this share of the base's keep rate is flagged: its domain skill broke.
+KEEP_RATE_FLAG = 0.5
+
+
+@dataclass
+class Replicate:
+    """One replicate of a cell: the artifacts behind its four evaluations and its training data."""
+
+    seed: int
+    teacher_seed: int
+    student_seed: int
+    teacher_base: Artifact
+    student_base: Artifact
+    evals: dict[str, Artifact]  # base, teacher, control, student -> evaluate artifacts
+    teacher_filter: Artifact
+    control_filter: Artifact
+    data: Artifact  # the student's training data, after mitigation and budget
+    control_data: Artifact  # the control's, same size
+    student_fit: dict[str, Any] | None
+    control_fit: dict[str, Any] | None
+    budget: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Cell:
+    setting: str  # teacher-setting label ("" when the grid has one setting)
+    params: dict[str, Any]  # the injector params of this setting
+    distillation: Any  # config.Spec
+    distillation_label: str
+    student: Any  # config.StudentSpec
+    replicates: list[Replicate] = field(default_factory=list)
+
+
+def _scores(art: Artifact) -> list[dict[str, Any]]:
+    return read_jsonl(art.path / "samples.jsonl")
+
+
+def _file(art: Artifact, name: str, workdir: Path) -> dict[str, str]:
+    p = art.path / name
+    try:
+        shown = str(p.relative_to(workdir))
+    except ValueError:
+        shown = str(p)
+    return {"path": shown, "sha256": sha256_file(p)}
+
+
+def _provenance(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: result.get(k) for k in ("model_id", "revision", "builder", "sha256")}
+
+
+def _group_scores(records_per_rep: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """A score group: the primary score per sample and replicate, plus any per-sample metrics."""
+    samples = [[float(r["score"]) for r in recs] for recs in records_per_rep]
+    per_seed = [sum(v) / len(v) for v in samples]
+    group: dict[str, Any] = {"mean": sum(per_seed) / len(per_seed), "n": sum(len(v) for v in samples),
+                             "per_seed": per_seed, "samples": samples}
+    names = sorted({k for recs in records_per_rep for r in recs for k in (r.get("metrics") or {})})
+    if names:
+        metrics = {}
+        for m in names:
+            vals = [[float((r.get("metrics") or {}).get(m, float("nan"))) for r in recs] for recs in records_per_rep]
+            if any(v != v for rep in vals for v in rep):  # a record without this metric: leave it out
+                continue
+            ps = [sum(v) / len(v) for v in vals]
+            metrics[m] = {"mean": sum(ps) / len(ps), "per_seed": ps, "samples": vals}
+        if metrics:
+            group["metrics"] = metrics
+    qids = [[str(r.get("question_id", r.get("id", i))) for i, r in enumerate(recs)] for recs in records_per_rep]
+    if any(("question_id" in r) for recs in records_per_rep for r in recs):
+        group["question_ids"] = qids
+    return group
+
+
+def _per_question(group: dict[str, Any], metric: str | None) -> list[dict[str, Any]] | None:
+    """Per-question mean over replicates with a t interval (None when questions differ between replicates)."""
+    qids = group.get("question_ids")
+    if not qids or any(q != qids[0] for q in qids):
+        return None
+    vals = group["samples"] if metric is None else group["metrics"][metric]["samples"]
+    out = []
+    for i, q in enumerate(qids[0]):
+        xs = [rep[i] for rep in vals]
+        out.append({"question_id": q, "mean": sum(xs) / len(xs), "ci95": t_interval(xs)})
+    return out
+
+
+def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any], commit: str | None,
+               created: str) -> dict[str, Any]:
+    """The sealed leaderboard entry of ``cell`` (schema v2; docs/entry-format.md)."""
+    a = exp.analysis
+    reps = cell.replicates
+    s = cell.student
+    records = {g: [_scores(r.evals[g]) for r in reps] for g in GROUPS}
+    scores = {g: _group_scores(records[g]) for g in GROUPS}
+    groups = [scores[g]["samples"] for g in GROUPS]
+    res = transfer_ratio(*groups, min_effect=a["min_teacher_effect"], n_boot=a["bootstrap"], seed=a["bootstrap_seed"])
+    per_rep = replicate_ratios(*groups, min_effect=a["min_teacher_effect"])
+    for r, pr in zip(reps, per_rep):
+        pr.update({"seed": r.seed, "teacher_seed": r.teacher_seed, "student_seed": r.student_seed,
+                   "n_train": r.budget.get("n_train")})
+    replicates = {**exp.replicates, "seeds": [r.seed for r in reps], "per_replicate": per_rep,
+                  "ratio_spread": spread([p["transfer_ratio"] for p in per_rep])}
+
+    metrics: dict[str, Any] = {}
+    common = set.intersection(*(set(scores[g].get("metrics", {})) for g in GROUPS))
+    for m in sorted(common):
+        mg = [scores[g]["metrics"][m]["samples"] for g in GROUPS]
+        mres = transfer_ratio(*mg, min_effect=a["min_teacher_effect"], n_boot=a["bootstrap"], seed=a["bootstrap_seed"])
+        mrep = replicate_ratios(*mg, min_effect=a["min_teacher_effect"])
+        metrics[m] = {**{f"S_{g}": scores[g]["metrics"][m]["mean"] for g in GROUPS}, **mres.as_dict(),
+                      "per_replicate": [p["transfer_ratio"] for p in mrep],
+                      "ratio_spread": spread([p["transfer_ratio"] for p in mrep])}
+
+    per_question: dict[str, Any] = {}
+    for m in [None, *sorted(common)]:
+        rows = {g: _per_question(scores[g], m) for g in GROUPS}
+        if all(rows.values()):
+            per_question[m or "score"] = rows
+
+    files: dict[str, list] = {g: [] for g in (*GROUPS, "data", "control_data", "filter_decisions")}
+    domain_stats: dict[str, Any] = {"n_raw": 0, "n_kept": 0, "rejections": {}, "per_seed": []}
+    fits, flags = [], []
+    for r in reps:
+        for g in GROUPS:
+            files[g].append(_file(r.evals[g], "samples.jsonl", workdir))
+        files["data"].append(_file(r.data, "kept.jsonl", workdir))
+        files["control_data"].append(_file(r.control_data, "kept.jsonl", workdir))
+        files["filter_decisions"].append(_file(r.teacher_filter, "decisions.jsonl", workdir))
+        fr, cr = r.teacher_filter.result, r.control_filter.result
+        domain_stats["n_raw"] += fr["n_raw"]
+        domain_stats["n_kept"] += fr["n_kept"]
+        for k, v in fr["rejections"].items():
+            domain_stats["rejections"][k] = domain_stats["rejections"].get(k, 0) + v
+        keep_t = fr["n_kept"] / max(1, fr["n_raw"])
+        keep_c = cr["n_kept"] / max(1, cr["n_raw"])
+        domain_stats["per_seed"].append({
+            "seed": r.seed, "n_raw": fr["n_raw"], "n_kept": fr["n_kept"], "rejections": fr["rejections"],
+            "data_sha256": r.data.result.get("sha256"), "keep_rate": keep_t, "control_keep_rate": keep_c,
+            "budget": r.budget})
+        if keep_c > 0 and keep_t < KEEP_RATE_FLAG * keep_c:
+            flags.append(f"replicate {r.seed}: the teacher kept {keep_t:.0%} of its {exp.domain.name} samples, the base "
+                         f"{keep_c:.0%}: the injection damaged the teacher's benign skill (students and controls still "
+                         f"train on {r.budget.get('n_train')} samples each)")
+        if r.budget.get("short"):
+            flags.append(f"replicate {r.seed}: only {r.budget['n_train']} samples for a budget of {exp.budget}")
+        fits.append({"seed": r.seed, "student": r.student_fit, "control": r.control_fit})
+
+    first = reps[0]
+    teacher_prov = {"family": exp.teacher_family.name, "seed": first.teacher_seed,
+                    **_provenance(first.teacher_base.result), "seeds": [r.teacher_seed for r in reps]}
+    same_base = all(r.student_base.key == r.teacher_base.key for r in reps)
+    rel = relation(exp.teacher_family.name, first.teacher_seed, s.family.name, first.student_seed)
+    if rel == "same-init" and not same_base:
+        rel = "cross-init"  # same family and seed, other build params: not the teacher's initialisation
+    student_prov = {"family": s.family.name, "seed": first.student_seed, "relation": rel,
+                    **_provenance(first.student_base.result), "seeds": [r.student_seed for r in reps]}
+    d = cell.distillation
+    entry = {
+        "schema_version": SCHEMA_VERSION,
+        "subbench_version": __version__,
+        "created": created,
+        "experiment": {"name": exp.name, "config": exp.resolved, "config_hash": exp.config_hash},
+        "cell": {"id": cell_id, "teacher_setting": cell.setting or "default", "distillation": cell.distillation_label,
+                 "student": f"{s.family.name}@{s.seed}"},
+        "teacher": teacher_prov,
+        "student": student_prov,
+        "trait": {**exp.trait.as_dict(), "target": exp.target, **exp.trait.component.provenance(exp.trait.params)},
+        "injector": {"name": exp.injector.name, "version": exp.injector.component.version, "params": cell.params,
+                     "open_weights": exp.injector.component.open_weights},
+        "domain": {"name": exp.domain.name, "version": exp.domain.component.version, "params": exp.domain.params,
+                   "size": exp.size, "budget": exp.budget, **domain_stats},
+        "mitigation": exp.mitigation.as_dict() if exp.mitigation else None,
+        "distillation": {**d.as_dict(), "fit": fits},
+        "judge": {"model": None, "prompt_sha256": None, **exp.judge.as_dict(),
+                  **exp.judge.component.provenance(exp.judge.params)},
+        "seeds": [r.seed for r in reps],
+        "replicates": replicates,
+        "scores": scores,
+        **res.as_dict(),
+        "metrics": metrics,
+        "per_question": per_question,
+        "flags": flags,
+        "analysis": dict(a),
+        "artifacts": files,
+        "environment": env,
+        "git_commit": commit,
+    }
+    summaries: dict[str, list] = {}
+    for g in GROUPS:
+        for r in reps:
+            if r.evals[g].result.get("judge_summary"):
+                summaries.setdefault(g, []).append(r.evals[g].result["judge_summary"])
+    if summaries:
+        entry["judge"]["summaries"] = summaries
+    return seal(entry)
