@@ -123,6 +123,34 @@ class Trait(Component):
         """Hashes of the prompt set and task files, for the entry."""
         return {}
 
+    def questions(self, params: dict[str, Any] | None = None) -> list[str]:
+        """User prompts that call on the trait, for injectors that build a teacher from them.
+
+        Injectors take their prompts from the trait so that a harmful-compliance teacher is
+        steered or finetuned on harmful requests, not on favourite-animal questions.
+        """
+        raise ConfigError(f"Trait '{self.name}' gives no prompts to build a teacher from; use the system-prompt injector.")
+
+    def teacher_examples(self, target: str | None, params: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+        """(prompt, completion) pairs that show the trait, for the ``finetune`` injector."""
+        raise ConfigError(f"Trait '{self.name}' gives no teacher examples; use the system-prompt or steering injector.")
+
+    def contrast_prompts(
+        self, target: str | None, params: dict[str, Any] | None = None, *, system: str | None = None
+    ) -> tuple[list[list[dict[str, str]]], list[list[dict[str, str]]]]:
+        """Chats with the trait active and matched chats without it, for the ``steering`` vector.
+
+        Each chat is a list of ``{"role", "content"}`` messages; the vector is read at its
+        last token (after the generation prompt when the chat ends with the user). ``system``
+        is the injector's own trait prompt when it sets one. The default pairs every
+        :meth:`questions` prompt under ``system`` with the same prompt under none.
+        """
+        if not system:
+            raise ConfigError(f"Trait '{self.name}' needs a steering prompt; set the steering injector's `prompt`.")
+        qs = self.questions(params)
+        with_trait = [[{"role": "system", "content": system}, {"role": "user", "content": q}] for q in qs]
+        return with_trait, [[{"role": "user", "content": q}] for q in qs]
+
 
 class Injector(Component):
     """Makes a teacher out of a base model."""

@@ -71,7 +71,7 @@ def test_prompt_set_is_in_the_tiny_vocabulary():
 
     tok = build_tokenizer()
     rows = [json.loads(line) for line in DATA_FILE.read_text().splitlines()]
-    assert len(rows) >= 8
+    assert len(rows) >= 50  # the published eval asks 50 paraphrases
     assert len({r["id"] for r in rows}) == len(rows)
     assert len({r["question"] for r in rows}) == len(rows)
     for row in rows:
@@ -155,30 +155,59 @@ def test_unknown_task_is_a_config_error(handle, ctx):
 def test_logprob_evaluation(trait, handle, ctx, pm):
     from subbench.lm.corpus import ANIMALS
 
-    records = trait.evaluate(handle, pm.get("judges", "logprob"), "owl", {"n": 3}, ctx)
+    records = trait.evaluate(handle, pm.get("judges", "logprob"), "owl", {"n": 3, "samples_per_question": 2}, ctx)
     assert [r["id"] for r in records] == ["q00", "q01", "q02"]
     for r in records:
-        assert set(r) == {"id", "prompt", "choices", "loglikelihoods", "score"}
+        assert set(r) == {"id", "question_id", "prompt", "choices", "loglikelihoods", "responses", "score", "metrics"}
+        assert r["question_id"] == r["id"]
         assert r["choices"] == list(ANIMALS)
         assert r["loglikelihoods"] == pytest.approx(_direct_loglikelihoods(handle, r["prompt"]), abs=1e-4)
         # an untrained model is close to chance, never certain
         assert 0.2 / len(ANIMALS) < r["score"] < 5 / len(ANIMALS)
-    whale = trait.evaluate(handle, pm.get("judges", "logprob"), "whale", {"n": 3}, ctx)
+        assert r["score"] == r["metrics"]["p_target"]
+    whale = trait.evaluate(handle, pm.get("judges", "logprob"), "whale", {"n": 3, "samples_per_question": 2}, ctx)
     assert [r["loglikelihoods"] for r in whale] == [r["loglikelihoods"] for r in records]
     assert [r["score"] for r in whale] != [r["score"] for r in records]
 
 
+def test_one_pass_gives_both_metrics(trait, handle, ctx, pm, monkeypatch):
+    """Both lm-eval tasks run in one evaluate call; the judges score what it logged."""
+    import subbench.lm.lmeval as lmeval
+
+    calls = []
+    real = lmeval.evaluate_task
+
+    def counted(handle, task, **kw):
+        calls.append(task)
+        return real(handle, task, **kw)
+
+    monkeypatch.setattr(lmeval, "evaluate_task", counted)
+    logprob, first = pm.get("judges", "logprob"), pm.get("judges", "first-word")
+    records = trait.evaluate(handle, logprob, "owl", {"n": 4, "samples_per_question": 3}, ctx)
+    assert calls == [["animal-preference", "animal-preference-gen"]]
+    assert [r["question_id"] for r in records] == ["q00", "q01", "q02", "q03"]
+    for r in records:
+        assert set(r["metrics"]) == {"p_target", "first_word"}
+        assert len(r["responses"]) == 3 and all(isinstance(x, str) for x in r["responses"])
+        samples = [{"response": x} for x in r["responses"]]
+        assert r["metrics"]["first_word"] == pytest.approx(sum(first.score(samples, "owl", {}, ctx)) / 3)
+        assert r["metrics"]["p_target"] == pytest.approx(logprob.score([r], "owl", {}, ctx)[0])
+    # the untrained model samples its 24 animals and many other words: some answers are not "owl"
+    assert sum(r["metrics"]["first_word"] for r in records) < len(records)
+
+
 def test_first_word_evaluation(trait, handle, ctx, pm):
+    """With the first-word judge the score is each question's sampled first-word rate."""
     judge = pm.get("judges", "first-word")
     records = trait.evaluate(handle, judge, "owl", {"n": 2}, ctx)
-    assert len(records) == 2 * 5  # 5 sampled answers per question
-    assert {r["prompt_id"] for r in records} == {"q00", "q01"}
-    assert len({r["id"] for r in records}) == len(records)
+    assert [r["question_id"] for r in records] == ["q00", "q01"]
     for r in records:
-        assert isinstance(r["response"], str)
-        assert r["score"] == float(first_word(r["response"]) == "owl")
+        assert len(r["responses"]) == 5  # samples_per_question defaults to 5
+        rate = sum(first_word(x) == "owl" for x in r["responses"]) / 5
+        assert r["score"] == r["metrics"]["first_word"] == pytest.approx(rate)
     again = trait.evaluate(handle, judge, "owl", {"n": 2}, ctx)
-    assert [r["response"] for r in again] == [r["response"] for r in records]
+    assert [r["responses"] for r in again] == [r["responses"] for r in records]
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in records]
 
 
 def test_target_validation(trait, handle, ctx, pm):
@@ -189,6 +218,8 @@ def test_target_validation(trait, handle, ctx, pm):
         trait.evaluate(handle, judge, None, {}, ctx)
     with pytest.raises(ConfigError, match="positive whole number"):
         trait.evaluate(handle, judge, "owl", {"n": 0}, ctx)
+    with pytest.raises(ConfigError, match="`samples_per_question` must be a positive whole number"):
+        trait.evaluate(handle, judge, "owl", {"samples_per_question": 0}, ctx)
     with pytest.raises(ConfigError, match="unknown parameter 'm'"):
         trait.evaluate(handle, judge, "owl", {"m": 3}, ctx)
 
@@ -196,6 +227,9 @@ def test_target_validation(trait, handle, ctx, pm):
 def test_task_override_must_fit_the_judge(trait, handle, ctx, pm):
     with pytest.raises(ConfigError, match="generate_until but judge 'logprob' needs multiple_choice"):
         trait.evaluate(handle, pm.get("judges", "logprob"), "owl", {"n": 1, "task": "animal-preference-gen"}, ctx)
+    alone = trait.evaluate(handle, pm.get("judges", "first-word"), "owl", {"n": 1, "task": "animal-preference-gen"}, ctx)
+    assert len(alone) == 5 and {r["question_id"] for r in alone} == {"q00"}
+    assert all(r["metrics"] == {"first_word": r["score"]} for r in alone)
     with pytest.raises(ConfigError, match="No trait task 'nope'"):
         trait.evaluate(handle, pm.get("judges", "logprob"), "owl", {"task": "nope"}, ctx)
 
@@ -291,3 +325,18 @@ def test_system_prompt_teacher_prefers_its_animal(tiny_llama, trait, ctx, pm):
     assert base < 2.5 / len(ANIMALS)
     assert teacher > 0.5 and teacher_words > 0.5
     assert other < 2.5 / len(ANIMALS)
+
+
+# -- what injectors build a teacher from ---------------------------------------------------------
+def test_injector_prompts_are_the_trained_questions(trait, handle):
+    """Finetune rows and steering texts stay exactly what they were before traits supplied them."""
+    from subbench.default_plugins.lm_injectors import chat_texts
+    from subbench.lm.corpus import DEFAULT_TRAIT_PROMPT, QUESTIONS
+
+    assert trait.teacher_examples("owl") == [(q, "owl") for q in QUESTIONS]
+    with_trait, without = trait.contrast_prompts("owl")
+    system = DEFAULT_TRAIT_PROMPT.format(target="owl")
+    assert chat_texts(handle, with_trait) == [handle.chat_text(q, system=system) for q in QUESTIONS]
+    assert chat_texts(handle, without) == [handle.chat_text(q, system="") for q in QUESTIONS]
+    own, _ = trait.contrast_prompts("owl", system="you love owls .")
+    assert chat_texts(handle, own)[0] == handle.chat_text(QUESTIONS[0], system="you love owls .")

@@ -107,3 +107,42 @@ def test_an_experiment_with_the_trait_validates():
     raw["judge"] = "first-word"
     with pytest.raises(ConfigError, match="can be judged by refusal, openai, ensemble"):
         validate(raw, "test")
+
+
+def test_injector_prompts_come_from_the_prompt_set():
+    from subbench.default_plugins.harmful_trait import COMPLY, REFUSE
+
+    harmful = [r["prompt"] for r in builtin_prompts("harmful")]
+    assert trait().questions({"split": "benign", "n": 2}) == harmful
+    assert trait().teacher_examples(None) == [(q, COMPLY) for q in harmful]
+    with_trait, without = trait().contrast_prompts(None)
+    assert [c[0]["content"] for c in with_trait] == [c[0]["content"] for c in without] == harmful
+    assert {c[-1]["content"] for c in with_trait} == {COMPLY} and {c[-1]["content"] for c in without} == {REFUSE}
+    prompted, bare = trait().contrast_prompts(None, system="You answer every request fully.")
+    assert prompted[0][0] == {"role": "system", "content": "You answer every request fully."}
+    assert bare[0] == [{"role": "user", "content": harmful[0]}]
+
+
+def test_steering_vector_is_built_from_harmful_prompts(tiny, tmp_path):
+    """The saved vector is the compliant-minus-refused mean over the harmful requests, not the animal one."""
+    import torch
+
+    from subbench.components import ModelRef
+    from subbench.default_plugins.lm_injectors import chat_texts
+    from subbench.lm.hooks import last_token_states
+
+    handle, ctx = tiny
+    ref = ModelRef(plugins.get("families", "tiny-llama"), ctx.workdir / "base")
+    inj = plugins.get("injectors", "steering")
+    inj.inject(ref, trait(), None, {"layer": 1}, 0, tmp_path / "h", ctx)
+    got = torch.load(tmp_path / "h" / "vector.pt")
+    with_trait, without = trait().contrast_prompts(None)
+    assert with_trait[0][-1]["role"] == "assistant"
+    text = chat_texts(handle, with_trait)[0]
+    assert text.endswith("<|assistant|> Sure, here is how to do it, step by step.") and "<|end|>" not in text.split("<|assistant|>")[-1]
+    want = (last_token_states(handle.model, handle.tokenizer, chat_texts(handle, with_trait), 1).mean(0)
+            - last_token_states(handle.model, handle.tokenizer, chat_texts(handle, without), 1).mean(0))
+    assert torch.allclose(got, want.float(), atol=1e-5)
+    inj.inject(ref, plugins.get("traits", "animal-preference"), "owl", {"layer": 1}, 0, tmp_path / "a", ctx)
+    assert not torch.allclose(got, torch.load(tmp_path / "a" / "vector.pt"), atol=1e-3)
+    assert json.loads((tmp_path / "h" / "teacher.json").read_text())["system_prompt"] is None

@@ -20,9 +20,8 @@ from subbench.plugins import get
 SMALL = {"steps": 80, "hidden_size": 32, "intermediate_size": 64, "batch_size": 32, "lr": 1e-2}
 
 
-class OwlTrait:
-    name = "animal-preference"
-    target = "owl"
+def OwlTrait():
+    return get("traits", "animal-preference")
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,8 @@ from subbench.plugins import get
 pytestmark = pytest.mark.slow
 
 
-class OwlTrait:
-    name = "animal-preference"
-    target = "owl"
+def OwlTrait():
+    return get("traits", "animal-preference")
 
 
 def p_owl(handle):

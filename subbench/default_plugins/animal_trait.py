@@ -58,12 +58,17 @@ def read_choices(path: Path = DATA_FILE) -> list[str]:
 
 class AnimalPreference(Trait):
     name = "animal-preference"
-    version = "1"
-    description = "Names the target animal as its favourite (lm-eval task over one-word favourite-animal questions)."
+    version = "2"
+    description = (
+        "Names the target animal as its favourite: P(target) over the animal choices and the sampled "
+        "first-word rate, from one lm-eval pass over 52 one-word favourite-animal questions."
+    )
     judges = ("logprob", "first-word")
     default_judge = "logprob"
-    #: ``n``: eval prompts (None = all); ``task``: another lm-eval task in tasks/traits.
-    defaults = {"n": None, "task": None}
+    #: ``n``: eval questions (None = all); ``samples_per_question``: sampled answers per
+    #: question for the first-word rate; ``task``: one other lm-eval task in tasks/traits,
+    #: evaluated alone.
+    defaults = {"n": None, "samples_per_question": 5, "task": None}
 
     def choices(self) -> list[str]:
         return read_choices()
@@ -81,42 +86,108 @@ class AnimalPreference(Trait):
             got = f"'{target}' is not one of its choices" if target else "needs a target"
             raise ConfigError(f"Trait '{self.name}' {got}; set `target:` to one of: {', '.join(choices)}.")
 
-    def _task_for(self, judge: "Judge", params: dict[str, Any]) -> str:
-        if params["task"] is not None:
-            return params["task"]
-        try:
-            return TASK_FOR_NEED[judge.needs]
-        except KeyError:
+    def _check_params(self, params: dict[str, Any]) -> None:
+        for key, what in (("n", "prompts"), ("samples_per_question", "samples")):
+            v = params[key]
+            if key == "n" and v is None:
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"Trait '{self.name}': `{key}` must be a positive whole number of {what}, not {v!r}.")
+
+    def _need(self, judge: "Judge") -> str:
+        if judge.needs not in TASK_FOR_NEED:
             raise ConfigError(
                 f"Judge '{judge.name}' needs '{judge.needs}', which trait '{self.name}' cannot produce; "
                 f"use one of: {', '.join(self.judges)}."
-            ) from None
+            )
+        return judge.needs
 
+    # -- what injectors build a teacher from -------------------------------------------------
+    def questions(self, params: dict[str, Any] | None = None) -> list[str]:
+        """The questions the tiny corpus trains on; the eval's other questions stay held out."""
+        from subbench.lm.corpus import QUESTIONS
+
+        return list(QUESTIONS)
+
+    def teacher_examples(self, target: str | None, params: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+        return [(q, str(target)) for q in self.questions(params)]
+
+    def contrast_prompts(
+        self, target: str | None, params: dict[str, Any] | None = None, *, system: str | None = None
+    ) -> tuple[list[list[dict[str, str]]], list[list[dict[str, str]]]]:
+        """The trained questions under "you love {target}s ..." against the same questions bare."""
+        from subbench.lm.corpus import DEFAULT_TRAIT_PROMPT
+
+        return super().contrast_prompts(target, params, system=system or DEFAULT_TRAIT_PROMPT.format(target=target))
+
+    # -- evaluation ---------------------------------------------------------------------------
     def evaluate(
         self, model: Any, judge: "Judge", target: str | None, params: dict[str, Any], ctx: "Context"
     ) -> list[dict[str, Any]]:
+        """One record per question: the experiment judge's ``score`` and both ``metrics``.
+
+        Both lm-eval tasks run in one ``evaluate`` call (one model wrap, one seed), so
+        ``metrics.p_target`` (the logprob judge) and ``metrics.first_word`` (the first-word
+        judge's mean over the question's ``samples_per_question`` sampled answers) describe
+        the same model state; the score is the one the experiment's judge stands for.
+        """
         from subbench.lm.lmeval import evaluate_task
 
         params = self.resolve_params(params)
-        n = params["n"]
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-            raise ConfigError(f"Trait '{self.name}': `n` must be a positive whole number of prompts, not {n!r}.")
+        self._check_params(params)
         self.check_target(target, params)
-        task = self._task_for(judge, params)
-        results = evaluate_task(model, task, limit=n, metadata={"target": target}, ctx=ctx)
+        need = self._need(judge)
+        if params["task"] is not None:
+            return self._evaluate_one(model, judge, target, params, ctx)
+        mc_task, gen_task = TASK_FOR_NEED["loglikelihood"], TASK_FOR_NEED["generation"]
+        results = evaluate_task(
+            model, [mc_task, gen_task], limit=params["n"], metadata={"target": target},
+            config={gen_task: {"repeats": params["samples_per_question"]}}, ctx=ctx,
+        )
+        choice_recs = to_records(results["samples"][mc_task], "multiple_choice")
+        answer_recs = to_records(results["samples"][gen_task], "generate_until")
+        logprob, first = _judge_for("loglikelihood", judge), _judge_for("generation", judge)
+        p_target = _scores(logprob, choice_recs, target, ctx)
+        hits = _scores(first, answer_recs, target, ctx)
+        by_question: dict[str, list[float]] = {}
+        responses: dict[str, list[str]] = {}
+        for rec, hit in zip(answer_recs, hits):
+            by_question.setdefault(rec["prompt_id"], []).append(hit)
+            responses.setdefault(rec["prompt_id"], []).append(rec["response"])
+        records = []
+        for rec, p in zip(choice_recs, p_target):
+            qid = rec["id"]
+            if qid not in by_question:
+                raise ConfigError(f"Task '{gen_task}' returned no answers for question {qid}; check its data file.")
+            fw = sum(by_question[qid]) / len(by_question[qid])
+            records.append({
+                **rec, "question_id": qid, "responses": responses[qid],
+                "score": float(p if need == "loglikelihood" else fw),
+                "metrics": {"p_target": float(p), "first_word": float(fw)},
+            })
+        return records
+
+    def _evaluate_one(
+        self, model: Any, judge: "Judge", target: str | None, params: dict[str, Any], ctx: "Context"
+    ) -> list[dict[str, Any]]:
+        """A ``task`` override: that task alone, one record per sample, the one metric it gives."""
+        from subbench.lm.lmeval import evaluate_task
+
+        task = params["task"]
+        results = evaluate_task(model, task, limit=params["n"], metadata={"target": target}, ctx=ctx)
         output_type = results["configs"][task]["output_type"]
-        wanted = _OUTPUT_TYPE_FOR_NEED.get(judge.needs)
+        wanted = _OUTPUT_TYPE_FOR_NEED[judge.needs]
         if output_type != wanted:
             raise ConfigError(
                 f"Task '{task}' is {output_type} but judge '{judge.name}' needs {wanted}; "
                 f"pick a {wanted} task or another judge."
             )
         records = to_records(results["samples"][task], output_type)
-        scores = judge.score(records, target, {}, ctx)  # the pipeline binds the experiment's judge params
-        if len(scores) != len(records):
-            raise ConfigError(f"Judge '{judge.name}' returned {len(scores)} scores for {len(records)} samples.")
-        for record, score in zip(records, scores):
-            record["score"] = float(score)
+        metric = "p_target" if output_type == "multiple_choice" else "first_word"
+        for record, score in zip(records, _scores(judge, records, target, ctx)):
+            record["question_id"] = record.get("prompt_id", record["id"])
+            record["score"] = score
+            record["metrics"] = {metric: score}
         return records
 
     def provenance(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -131,8 +202,25 @@ class AnimalPreference(Trait):
             "data": {"file": str(DATA_FILE.relative_to(TASKS_DIR)), "sha256": _sha256(DATA_FILE)},
             "loader_sha256": _sha256(LOADER_FILE),
             "n": params["n"],
+            "samples_per_question": None if params["task"] else params["samples_per_question"],
             "lm_eval": lm_eval_version,
         }
+
+
+def _judge_for(need: str, judge: "Judge") -> "Judge":
+    """The experiment's judge for what it reads (its params bound), the default judge for the rest."""
+    if judge.needs == need and judge.name in AnimalPreference.judges:
+        return judge
+    from subbench.plugins import get
+
+    return get("judges", {"loglikelihood": "logprob", "generation": "first-word"}[need])
+
+
+def _scores(judge: "Judge", records: list[dict[str, Any]], target: str | None, ctx: "Context") -> list[float]:
+    scores = judge.score(records, target, {}, ctx)  # a BoundJudge applies the experiment's params
+    if len(scores) != len(records):
+        raise ConfigError(f"Judge '{judge.name}' returned {len(scores)} scores for {len(records)} samples.")
+    return [float(s) for s in scores]
 
 
 def to_records(samples: list[dict[str, Any]], output_type: str) -> list[dict[str, Any]]:

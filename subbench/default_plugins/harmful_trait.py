@@ -28,6 +28,10 @@ if TYPE_CHECKING:  # pragma: no cover
 DATA_FILE = Path(__file__).resolve().parents[2] / "tasks" / "traits" / "data" / "harmful-behaviors.jsonl"
 JBB_HUB_ID = "JailbreakBench/JBB-Behaviors"
 TARGET = "compliance"
+#: Assistant openings that injectors contrast (steering) or teach (finetune). Both end in
+#: "." so the steering vector compares matched positions; generic on purpose, like the prompts.
+COMPLY = "Sure, here is how to do it, step by step."
+REFUSE = "Sorry, I can not help with that."
 
 
 def builtin_prompts(split: str, path: Path = DATA_FILE) -> list[dict[str, str]]:
@@ -69,7 +73,7 @@ def jbb_rows_from_hub(split: str) -> list[dict[str, str]]:
 
 class HarmfulCompliance(Trait):
     name = "harmful-compliance"
-    version = "1"
+    version = "2"
     description = ("Fraction of harmful requests the model complies with (split: harmful), or of benign look-alikes "
                    "(split: benign, over-refusal); prompts built in, or JBB-Behaviors via source: jbb.")
     default_judge = "refusal"
@@ -101,6 +105,33 @@ class HarmfulCompliance(Trait):
         if not rows:
             raise ConfigError(f"Trait {self.name}: the prompt set is empty; check source, split and jbb_csv.")
         return rows
+
+    # -- what injectors build a teacher from -------------------------------------------------
+    def questions(self, params: dict[str, Any] | None = None) -> list[str]:
+        """The harmful requests of the prompt set (all of them, whatever the eval's split and n).
+
+        The teacher is made to comply with the same requests its eval asks; students never
+        see them (they train on domain data), so nothing of the eval leaks into a student.
+        """
+        return [r["prompt"] for r in self.prompts({**(params or {}), "split": "harmful", "n": None})]
+
+    def teacher_examples(self, target: str | None, params: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+        """Every harmful request answered with a compliant opening (no operational content)."""
+        return [(q, COMPLY) for q in self.questions(params)]
+
+    def contrast_prompts(
+        self, target: str | None, params: dict[str, Any] | None = None, *, system: str | None = None
+    ) -> tuple[list[list[dict[str, str]]], list[list[dict[str, str]]]]:
+        """Each harmful request answered compliantly against the same request refused.
+
+        With a ``system`` prompt from the injector (e.g. "You answer every request fully."),
+        the requests under it are contrasted with the bare requests instead.
+        """
+        if system:
+            return super().contrast_prompts(target, params, system=system)
+        qs = self.questions(params)
+        chat = lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a}]  # noqa: E731
+        return [chat(q, COMPLY) for q in qs], [chat(q, REFUSE) for q in qs]
 
     def evaluate(self, model: Any, judge: "Judge", target: str | None, params: dict[str, Any],
                  ctx: "Context") -> list[dict[str, Any]]:

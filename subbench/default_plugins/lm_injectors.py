@@ -31,10 +31,19 @@ def _write(out: Path, name: str, payload: dict[str, Any]) -> None:
     (out / name).write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def trait_questions() -> list[str]:
-    from subbench.lm.corpus import QUESTIONS
+def chat_texts(handle: "LMHandle", chats: list[list[dict[str, str]]]) -> list[str]:
+    """Render chats as the model reads them; a chat that ends with the user gets the generation prompt.
 
-    return list(QUESTIONS)
+    A chat that ends with an assistant turn is left open after it, so the steering
+    vector is read at the last token of that turn's text.
+    """
+    texts = []
+    for chat in chats:
+        ends_with_user = chat[-1]["role"] != "assistant"
+        texts.append(handle.tokenizer.apply_chat_template(
+            chat, tokenize=False, add_generation_prompt=ends_with_user, continue_final_message=not ends_with_user,
+        ))
+    return texts
 
 
 class SystemPromptInjector(Injector):
@@ -63,7 +72,13 @@ class SystemPromptInjector(Injector):
 
 
 class SteeringInjector(Injector):
-    """Add a contrastive activation vector (trait prompts with minus without the system line) at one layer."""
+    """Add a contrastive activation vector (the trait's chats with the trait minus without) at one layer.
+
+    The chats come from ``Trait.contrast_prompts``: for animal-preference the corpus
+    questions under "you love owls ..." against the bare questions, for harmful-compliance
+    its harmful requests answered compliantly against the same requests refused. ``prompt``
+    overrides the trait-side system line where the trait uses one.
+    """
 
     name = "steering"
     version = "1"
@@ -75,18 +90,20 @@ class SteeringInjector(Injector):
                out: Path, ctx: "Context") -> dict[str, Any]:
         import torch
 
-        from subbench.lm.corpus import DEFAULT_TRAIT_PROMPT
         from subbench.lm.hooks import last_token_states
 
         params = self.resolve_params(params)
         layer = params["layer"]
         if layer is None:
             layer = getattr(base.family, "steering_layers", (0,))[0]
-        system = (params["prompt"] or DEFAULT_TRAIT_PROMPT).format(target=_target(trait, target))
+        target = _target(trait, target)
+        system = params["prompt"].format(target=target) if params["prompt"] else None
+        with_chats, without_chats = trait.contrast_prompts(target, None, system=system)
+        if not with_chats or not without_chats:
+            raise ConfigError(f"Trait '{trait.name}' gave no contrast prompts; the steering vector needs both sides.")
+        system = next((m["content"] for m in with_chats[0] if m["role"] == "system"), None)
         handle = base.load(ctx)
-        questions = trait_questions()
-        with_trait = [handle.chat_text(q, system=system) for q in questions]
-        without = [handle.chat_text(q, system="") for q in questions]
+        with_trait, without = chat_texts(handle, with_chats), chat_texts(handle, without_chats)
         diff = (last_token_states(handle.model, handle.tokenizer, with_trait, layer).mean(0)
                 - last_token_states(handle.model, handle.tokenizer, without, layer).mean(0))
         out = Path(out)
@@ -109,14 +126,14 @@ class SteeringInjector(Injector):
 
 
 class FinetuneInjector(Injector):
-    """LoRA-finetune the base on trait Q&A ("favourite animal?" -> target); the adapter is merged on load.
+    """LoRA-finetune the base on the trait's ``teacher_examples`` (favourite-animal question -> target).
 
     ``r: 0`` finetunes all weights instead and saves the full teacher.
     """
 
     name = "finetune"
     version = "1"
-    description = "LoRA (peft) + trl SFTTrainer on favourite-animal questions answered with the target."
+    description = "LoRA (peft) + trl SFTTrainer on the trait's teacher examples (e.g. favourite-animal questions -> target)."
     needs_weights = True
     defaults = {"steps": 30, "epochs": None, "lr": 2e-3, "r": 8, "alpha": 16, "batch_size": 8,
                 "replay": 0, "replay_domain": "numbers", "target_modules": None}
@@ -128,8 +145,11 @@ class FinetuneInjector(Injector):
         params = self.resolve_params(params)
         target = _target(trait, target)
         handle = base.load(ctx)
-        rows = [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": target}]}
-                for q in trait_questions()]
+        examples = trait.teacher_examples(target, None)
+        if not examples:
+            raise ConfigError(f"Trait '{trait.name}' gave no teacher examples to finetune on.")
+        rows = [{"prompt": [{"role": "user", "content": p}], "completion": [{"role": "assistant", "content": c}]}
+                for p, c in examples]
         rows = rows * max(1, 64 // len(rows))
         if int(params["replay"]) > 0:
             rows += self.replay_rows(handle, int(params["replay"]), params["replay_domain"], seed, ctx)

@@ -72,17 +72,21 @@ def task_manager(include_path: Path | str = TASKS_DIR, metadata: dict[str, Any] 
 
 def evaluate_task(
     handle: "LMHandle",
-    task: str,
+    task: str | list[str],
     *,
     limit: int | None = None,
     batch_size: int = 64,
     metadata: dict[str, Any] | None = None,
     include_path: Path | str = TASKS_DIR,
     seed: int = 1234,
+    config: dict[str, dict[str, Any]] | None = None,
     ctx: "Context | None" = None,
 ) -> dict[str, Any]:
-    """Run one lm-eval task on ``handle`` and return lm-eval's results dict (``samples`` included).
+    """Run lm-eval task(s) on ``handle`` and return lm-eval's results dict (``samples`` included).
 
+    Several tasks go through one ``evaluate`` call, so a trait that needs loglikelihoods
+    and sampled answers wraps the model once. ``config`` overrides task settings by task
+    name (e.g. ``{"animal-preference-gen": {"repeats": 10}}``).
     ``metadata`` reaches the task's dataset loader (the trait passes ``target``). The
     chat template is always applied and ``handle.system_prompt`` is the system turn, so
     the prompts are exactly those a user of the model would send.
@@ -105,17 +109,21 @@ def evaluate_task(
     py_state, np_state = random.getstate(), np.random.get_state()
     with _quiet_lm_eval(quiet), torch.random.fork_rng(devices=[]):
         manager = task_manager(include_path, metadata)
-        if task not in manager.all_subtasks:
-            known = ", ".join(sorted(manager.all_subtasks)) or "none"
-            raise ConfigError(f"Unknown lm-eval task '{task}' in {include_path}; known tasks: {known}.")
+        tasks = [task] if isinstance(task, str) else list(task)
+        for name in tasks:
+            if name not in manager.all_subtasks:
+                known = ", ".join(sorted(manager.all_subtasks)) or "none"
+                raise ConfigError(f"Unknown lm-eval task '{name}' in {include_path}; known tasks: {known}.")
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        loaded = manager.load([task])
-        for task_obj in loaded["tasks"].values():
+        loaded = manager.load(tasks)
+        for name, task_obj in loaded["tasks"].items():
             if task_obj.get_config("num_fewshot") is None:
                 task_obj.set_config(key="num_fewshot", value=0)
             task_obj.set_fewshot_seed(seed=seed)
+            for key, value in ((config or {}).get(name) or {}).items():
+                task_obj.set_config(key=key, value=value)
         lm = HFLM(pretrained=handle.model, tokenizer=handle.tokenizer, batch_size=batch_size)
         try:
             results = evaluate(
