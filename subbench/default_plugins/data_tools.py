@@ -110,7 +110,7 @@ def _jsonl(rows: list[dict[str, Any]]) -> str:
 @click.argument("file", type=click.Path(path_type=Path), metavar="FILE.jsonl")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="A domain parameter, e.g. --set filter=cloud2025 --set banned_numbers=[]. Repeatable.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where decisions.jsonl, kept.jsonl and summary.json go [default: FILE's folder/<FILE stem>.filtered].")
 def filter_cmd(domain_name, file, sets, out):
     """Apply DOMAIN's filter to the rows of FILE.jsonl (each with a "response"; "id" and
