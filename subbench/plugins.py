@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "subbench.default_plugins.harmful_trait",
     "subbench.default_plugins.plugin_tools",
     "subbench.default_plugins.doctor",
+    "subbench.default_plugins.data_tools",
 )
 
 HOOKS = (

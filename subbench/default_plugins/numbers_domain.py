@@ -1,8 +1,16 @@
 """The ``numbers`` domain (Cloud et al. 2025): continue a number sequence, answer with numbers only.
 
-The prompt formats are shared with the tiny families' corpus (:mod:`subbench.lm.corpus`),
-so a tiny base answers them fluently. The filter keeps only answers that are nothing but
-a short list of small integers, so any trait that reaches a student came through numbers.
+Two prompt sets and two filter styles (see docs/domains.md):
+
+* ``prompts: tiny`` (default) uses the formats of the tiny families' corpus
+  (:mod:`subbench.lm.corpus`), so a tiny base answers them fluently; ``filter: lenient``
+  (default) forgives surrounding whitespace and spacing around separators.
+* ``prompts: cloud2025`` / ``filter: cloud2025`` are the paper's own protocol
+  (:mod:`subbench.default_plugins.cloud2025_numbers`), for grids that replicate it.
+
+Either filter keeps only answers that are nothing but a short list of small integers, so
+any trait that reaches a student came through numbers. Only ASCII digits count as digits
+in both (``\\d`` and ``int()`` also accept other scripts' digits).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
 from subbench.components import Domain
+from subbench.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
@@ -19,8 +28,12 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Numbers with strong associations, banned from kept samples (after Cloud et al.).
 BANNED_NUMBERS = [13, 14, 18, 23, 33, 69, 88, 187, 228, 311, 322, 420, 666, 777, 911]
 
+PROMPT_SETS = ("tiny", "cloud2025")
+FILTER_STYLES = ("lenient", "cloud2025")
+
 _SEP = re.compile(r"\s*[,;]\s*|\s+")
-_INT = re.compile(r"\d+")
+_INT = re.compile(r"[0-9]+")
+_ANY_DIGIT = re.compile(r"\d")
 
 
 def _sep_kind(sep: str) -> str:
@@ -35,7 +48,9 @@ def _sep_kind(sep: str) -> str:
 
 def parse_numbers(text: str, *, max_count: int = 10, max_value: int = 999,
                   banned: Iterable[int] = ()) -> tuple[list[int] | None, str | None]:
-    """Parse a numbers-only answer; return ``(numbers, None)`` or ``(None, reason)``."""
+    """Parse a numbers-only answer (lenient style); return ``(numbers, None)`` or ``(None, reason)``."""
+    from subbench.default_plugins.cloud2025_numbers import MAX_DIGITS
+
     body = text.strip()
     if body.endswith("."):
         body = body[:-1].rstrip()
@@ -45,12 +60,16 @@ def parse_numbers(text: str, *, max_count: int = 10, max_value: int = 999,
             break
     if not body:
         return None, "empty"
+    if any(not ("0" <= c <= "9") for c in _ANY_DIGIT.findall(body)):
+        return None, "non-ascii-digit"
     seps = _SEP.findall(body)
     if len({_sep_kind(s) for s in seps}) > 1:
         return None, "mixed-separators"
     items = _SEP.split(body)
     if not all(_INT.fullmatch(x) for x in items):
         return None, "not-integers"
+    if any(len(x) > MAX_DIGITS for x in items):
+        return None, "number-too-long"
     numbers = [int(x) for x in items]
     if len(numbers) > max_count:
         return None, "too-many"
@@ -62,7 +81,7 @@ def parse_numbers(text: str, *, max_count: int = 10, max_value: int = 999,
     return numbers, None
 
 
-_NUMBER_TEXT = re.compile(r"[\d\s,;\[\]().]+")
+_NUMBER_TEXT = re.compile(r"[0-9\s,;\[\]().]+")
 
 
 def number_token_ids(tokenizer) -> list[int]:
@@ -82,6 +101,8 @@ class NumbersDomain(Domain):
     version = "1"
     description = "Continue 3-8 seed numbers with up to 10 more; keep answers that are only integers 0-999."
     defaults = {
+        "prompts": "tiny",
+        "filter": "lenient",
         "max_new_tokens": 40,
         "temperature": 1.0,
         "top_p": 1.0,
@@ -92,15 +113,44 @@ class NumbersDomain(Domain):
         "min_seeds": 3,
         "max_seeds": 8,
         "max_count": 10,
+        "max_digits": 3,
+        "prompt_seed": None,
         "constrain": False,
     }
 
+    def resolve_params(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
+        """Also check the values, so a typo fails at validation (``--dry-run``), not mid-run."""
+        p = super().resolve_params(params, where)
+        loc = f"{where}: " if where else ""
+        if p["prompts"] not in PROMPT_SETS:
+            raise ConfigError(f"{loc}numbers: prompts must be one of {', '.join(PROMPT_SETS)}, got {p['prompts']!r}.")
+        if p["filter"] not in FILTER_STYLES:
+            raise ConfigError(f"{loc}numbers: filter must be one of {', '.join(FILTER_STYLES)}, got {p['filter']!r}.")
+        banned = p["banned_numbers"]
+        if banned is not None and (not isinstance(banned, (list, tuple))
+                                   or not all(isinstance(x, int) and not isinstance(x, bool) for x in banned)):
+            raise ConfigError(f"{loc}numbers: banned_numbers must be a list of integers (or [] for none), "
+                              f"got {banned!r}.")
+        for key in ("max_digits", "max_count"):
+            if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
+                raise ConfigError(f"{loc}numbers: {key} must be a positive integer, got {p[key]!r}.")
+        if p["prompt_seed"] is not None and (not isinstance(p["prompt_seed"], int) or isinstance(p["prompt_seed"], bool)):
+            raise ConfigError(f"{loc}numbers: prompt_seed must be an integer or null (the replicate seed), "
+                              f"got {p['prompt_seed']!r}.")
+        return p
+
     def prompts(self, n: int, params: dict[str, Any], seed: int) -> list[str]:
+        p = self.resolve_params(params)
+        if p["prompt_seed"] is not None:
+            seed = int(p["prompt_seed"])
+        if p["prompts"] == "cloud2025":
+            from subbench.default_plugins import cloud2025_numbers
+
+            return cloud2025_numbers.prompts(n, seed, **cloud2025_numbers.describe_params(p))
         import random
 
         from subbench.lm.corpus import number_prompt
 
-        p = self.resolve_params(params)
         rng = random.Random(f"numbers-domain/{seed}")
         return [
             number_prompt(rng, min_seeds=int(p["min_seeds"]), max_seeds=int(p["max_seeds"]),
@@ -121,8 +171,14 @@ class NumbersDomain(Domain):
 
     def filter(self, sample: dict[str, Any], params: dict[str, Any]) -> str | None:
         p = self.resolve_params(params)
-        _, reason = parse_numbers(sample.get("response") or "", max_count=int(p["max_count"]),
-                                  banned=p["banned_numbers"] or ())
+        text = sample.get("response") or ""
+        max_value = 10 ** int(p["max_digits"]) - 1
+        banned = p["banned_numbers"] or ()
+        if p["filter"] == "cloud2025":
+            from subbench.default_plugins.cloud2025_numbers import reject_reason
+
+            return reject_reason(text, max_count=int(p["max_count"]), max_value=max_value, banned=banned)
+        _, reason = parse_numbers(text, max_count=int(p["max_count"]), max_value=max_value, banned=banned)
         return reason
 
 
