@@ -22,9 +22,10 @@ from subbench.artifacts import Artifact, ArtifactStore, atomic_write_text, read_
 from subbench.components import ModelRef
 from subbench.config import Experiment, Spec, StudentSpec
 from subbench.context import Context
+from subbench.crashlog import component_failure, debug
 from subbench.entry import SCHEMA_VERSION, environment, git_commit, now, relation, seal
 from subbench.errors import SubbenchError
-from subbench.hashing import sha256_dir, sha256_file
+from subbench.hashing import sha256_dir, sha256_file, sha256_json
 from subbench.metrics import transfer_ratio
 
 
@@ -103,13 +104,38 @@ class Runner:
         started = time.time()
 
         def run(tmp: Path) -> dict[str, Any]:
+            self.store.verify_pending()
             self._prepare()
-            return fn(tmp)
+            try:
+                return fn(tmp)
+            except SubbenchError:
+                raise
+            except Exception as exc:
+                if debug():
+                    raise
+                raise component_failure(exc, stage, label, self.workdir, self._components()) from exc
 
         art = self.store.produce(stage, inputs, run)
+        if art.cached:  # another run (or a worker) produced it while this one waited for its lock
+            self.stats["cached"] += 1
+            self.ctx.log(f"[{stage}] {label} reused (produced by another process)")
+            return art
         self.stats["run"] += 1
         self.ctx.log(f"[{stage}] {label} done in {time.time() - started:.1f}s")
         return art
+
+    def _components(self) -> list[Any]:
+        """Every component a stage may call, to name the one that raised."""
+        from subbench.plugins import get_manager
+
+        exp = self.exp
+        found = [exp.teacher_family, exp.trait.component, exp.injector.component, exp.domain.component,
+                 exp.judge.component] + [s.family for s in exp.students] + [d.component for d in exp.distillations]
+        if exp.mitigation is not None:
+            found.append(exp.mitigation.component)
+        for registry in get_manager().registries.values():
+            found.extend(registry)
+        return found
 
     # -- stages ------------------------------------------------------------------
     def base(self, family, seed: int, params: dict[str, Any]) -> Artifact:
@@ -396,7 +422,7 @@ class Runner:
                 teacher_prov = {"family": exp.teacher_family.name, "seed": rep["teacher_seed"], **_provenance(rep["base"].result)}
                 teacher_prov["seeds"] = []
                 student_prov = {"family": s.family.name, "seed": cell["seed"],
-                                "relation": relation(exp.teacher_family.name, rep["teacher_seed"], s.family.name, cell["seed"]),
+                                "relation": student_relation(exp, rep, cell, s),
                                 **_provenance(cell["base"].result)}
                 student_prov["seeds"] = []
             teacher_prov["seeds"].append(rep["teacher_seed"])
@@ -409,14 +435,14 @@ class Runner:
             per_seed = [sum(v) / len(v) for v in vals]
             scores[name] = {"mean": sum(per_seed) / len(per_seed), "n": sum(len(v) for v in vals),
                             "per_seed": per_seed, "samples": vals}
-        cell_id = slug(f"{exp.injector.name}{'-' + glabel if glabel else ''}__{dlabel}__{s.family.name}-s{s.seed}")
+        cell_id = slug(f"{exp.injector.name}{'-' + glabel if glabel else ''}__{dlabel}__{s.family.name}-s{s.seed}{student_tag(s)}")
         entry = {
             "schema_version": SCHEMA_VERSION,
             "subbench_version": __version__,
             "created": created,
             "experiment": {"name": exp.name, "config": exp.resolved, "config_hash": exp.config_hash},
             "cell": {"id": cell_id, "teacher_setting": glabel or "default", "distillation": dlabel,
-                     "student": f"{s.family.name}@{s.seed}"},
+                     "student": f"{s.family.name}@{s.seed}{student_tag(s)}"},
             "teacher": teacher_prov,
             "student": student_prov,
             "trait": {**exp.trait.as_dict(), "target": exp.target, **exp.trait.component.provenance(exp.trait.params)},
@@ -438,6 +464,35 @@ class Runner:
             "git_commit": commit,
         }
         return seal(entry)
+
+
+def student_tag(s: StudentSpec) -> str:
+    """'' for a student at its family's defaults, else ``-p`` and 6 hex digits of its params.
+
+    Two students of one family and seed with different params must not share a cell id
+    (one entry file would overwrite the other).
+    """
+    try:
+        defaults = s.family.resolve_params({})
+    except Exception:  # a family without usable defaults (an endpoint needs its URL)
+        defaults = None
+    return "" if defaults == s.params else "-p" + sha256_json(s.params)[:6]
+
+
+def student_relation(exp: Experiment, rep: dict[str, Any], cell: dict[str, Any], s: StudentSpec) -> str:
+    """same-init only when the student starts from the teacher's very base (same artifact key).
+
+    A student of the teacher's family built with other params is another initialisation,
+    or another architecture when its parameter count differs (or cannot be compared and
+    more than the seed differs).
+    """
+    rel = relation(exp.teacher_family.name, rep["teacher_seed"], s.family.name, cell["seed"])
+    if rel == "cross-architecture" or cell["base"].key == rep["base"].key:
+        return rel
+    t_n, s_n = rep["base"].result.get("parameters"), cell["base"].result.get("parameters")
+    if t_n is not None and s_n is not None:
+        return "cross-architecture" if t_n != s_n else "cross-init"
+    return "cross-init" if s.params == exp.teacher_params else "cross-architecture"
 
 
 def base_inputs(family, seed: int, params: dict[str, Any]) -> dict[str, Any]:
