@@ -100,16 +100,6 @@ def _legacy_sha256_matches(path: Path, recorded: str) -> bool:
     return False
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Artifact:
     def __init__(self, stage: str, key: str, path: Path, meta: dict[str, Any], cached: bool):
         self.stage = stage
@@ -177,11 +167,12 @@ class ArtifactStore:
             os.close(fd)
 
     def clean_tmp(self) -> None:
-        """Remove what killed producers left half-written; a live producer's temp dir stays.
+        """Remove what dead producers left half-written; a live producer's temp dir stays.
 
-        A temp dir is ``.tmp-<key>-<pid>`` (or ``.tmp-old-<key>-<pid>``); its producer holds the
-        key's lock for as long as it exists, so it is stale when that lock is free and the pid
-        is not running (or is this process, which is producing nothing yet).
+        A temp dir is ``.tmp-<key>-<pid>`` (or ``.tmp-old-<key>-<pid>``) and its producer holds
+        the key's lock for as long as the dir exists. The kernel drops a lock when its process
+        dies, so a free lock means a dead producer, whatever the pid (it may have been reused,
+        or belong to another host sharing the store).
         """
         if not self.root.exists():
             return
@@ -192,13 +183,10 @@ class ArtifactStore:
                 parts = d.name[len(".tmp-"):].split("-")
                 if parts and parts[0] == "old":
                     parts = parts[1:]
-                key, pid = (parts[0], parts[-1]) if len(parts) >= 2 else (None, None)
-                if key is None or not pid.isdigit():
+                if len(parts) < 2:
                     shutil.rmtree(d, ignore_errors=True)
                     continue
-                if int(pid) != os.getpid() and pid_alive(int(pid)):
-                    continue
-                with self.lock(stage_dir.name, key, blocking=False) as held:
+                with self.lock(stage_dir.name, parts[0], blocking=False) as held:
                     if held:
                         shutil.rmtree(d, ignore_errors=True)
 
