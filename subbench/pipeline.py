@@ -171,7 +171,13 @@ class Runner:
             futures = {pool.submit(_build_base_worker, *a): key for a, key in zip(args, wanted)}
             with self.ctx.progress(total=len(futures), desc="build base models", unit="model") as bar:
                 for fut in as_completed(futures):
-                    if fut.result():
+                    try:
+                        built = fut.result()
+                    except SubbenchError:
+                        raise
+                    except Exception:  # the serial pass rebuilds it and names the failing component
+                        built = False
+                    if built:
                         self.store.mark_refreshed("base", futures[fut])
                         self.stats["run"] += 1
                     bar.update(1)
