@@ -15,7 +15,7 @@ from typing import Any
 from subbench import __version__
 from subbench.artifacts import Artifact, read_jsonl
 from subbench.entry import SCHEMA_VERSION, relation, seal
-from subbench.hashing import sha256_file
+from subbench.hashing import sha256_file, sha256_json
 from subbench.metrics import replicate_ratios, spread, t_interval, transfer_ratio
 
 GROUPS = ("base", "teacher", "control", "student")
@@ -50,6 +50,35 @@ class Cell:
     distillation_label: str
     student: Any  # config.StudentSpec
     replicates: list[Replicate] = field(default_factory=list)
+
+
+def student_tag(s) -> str:
+    """'' for a student at its family's defaults, else ``-p`` and 6 hex digits of its params.
+
+    Two students of one family and seed with different params must not share a cell id
+    (one entry file would overwrite the other).
+    """
+    try:
+        defaults = s.family.resolve_params({})
+    except Exception:  # a family without usable defaults (an endpoint needs its URL)
+        defaults = None
+    return "" if defaults == s.params else "-p" + sha256_json(s.params)[:6]
+
+
+def student_relation(exp, rep: Replicate, s) -> str:
+    """same-init only when the student starts from the teacher's very base (same artifact key).
+
+    A student of the teacher's family built with other params is another initialisation,
+    or another architecture when its parameter count differs (or cannot be compared and
+    more than the seed differs).
+    """
+    rel = relation(exp.teacher_family.name, rep.teacher_seed, s.family.name, rep.student_seed)
+    if rel == "cross-architecture" or rep.student_base.key == rep.teacher_base.key:
+        return rel
+    t_n, s_n = rep.teacher_base.result.get("parameters"), rep.student_base.result.get("parameters")
+    if t_n is not None and s_n is not None:
+        return "cross-architecture" if t_n != s_n else "cross-init"
+    return "cross-init" if s.params == exp.teacher_params else "cross-architecture"
 
 
 def _scores(art: Artifact) -> list[dict[str, Any]]:
@@ -169,11 +198,7 @@ def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any]
     first = reps[0]
     teacher_prov = {"family": exp.teacher_family.name, "seed": first.teacher_seed,
                     **_provenance(first.teacher_base.result), "seeds": [r.teacher_seed for r in reps]}
-    same_base = all(r.student_base.key == r.teacher_base.key for r in reps)
-    rel = relation(exp.teacher_family.name, first.teacher_seed, s.family.name, first.student_seed)
-    if rel == "same-init" and not same_base:
-        rel = "cross-init"  # same family and seed, other build params: not the teacher's initialisation
-    student_prov = {"family": s.family.name, "seed": first.student_seed, "relation": rel,
+    student_prov = {"family": s.family.name, "seed": first.student_seed, "relation": student_relation(exp, first, s),
                     **_provenance(first.student_base.result), "seeds": [r.student_seed for r in reps]}
     d = cell.distillation
     entry = {
@@ -182,7 +207,7 @@ def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any]
         "created": created,
         "experiment": {"name": exp.name, "config": exp.resolved, "config_hash": exp.config_hash},
         "cell": {"id": cell_id, "teacher_setting": cell.setting or "default", "distillation": cell.distillation_label,
-                 "student": f"{s.family.name}@{s.seed}"},
+                 "student": f"{s.family.name}@{s.seed}{student_tag(s)}"},
         "teacher": teacher_prov,
         "student": student_prov,
         "trait": {**exp.trait.as_dict(), "target": exp.target, **exp.trait.component.provenance(exp.trait.params)},

@@ -70,6 +70,7 @@ def run(experiment, sets, workdir, out, device, fresh, jobs, dry_run, quiet, as_
     from subbench.pipeline import Runner, default_jobs, format_table
 
     workdir = workdir or Path(os.environ.get("SUBBENCH_WORKDIR", ".subbench"))
+    _LOG_DIR[0] = workdir
     runner = Runner(exp, workdir=workdir, out=out, device=device, quiet=quiet, fresh=fresh, jobs=jobs or default_jobs())
     entries = runner.run()
     if as_json:
@@ -85,7 +86,7 @@ def run(experiment, sets, workdir, out, device, fresh, jobs, dry_run, quiet, as_
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json):
-    """List loaded plugins: version, hooks, what each registered, and load errors."""
+    """List loaded plugins: version, hooks, what each registered (commands included), load time and errors."""
     from subbench.plugins import get_manager
 
     infos = [i.as_dict() for i in get_manager().infos.values()]
@@ -94,13 +95,16 @@ def plugins(as_json):
         return
     for info in infos:
         origin = "built-in" if info["builtin"] else "installed"
-        click.echo(f"{info['name']} {info['version'] or ''} ({origin}, {info['module']})")
+        click.echo(f"{info['name']} {info['version'] or ''} ({origin}, {info['module']}, "
+                   f"loaded in {info['load_seconds']:.2f} s)")
         if info["hooks"]:
             click.echo(f"  hooks: {', '.join(info['hooks'])}")
         if info["error"]:
             click.echo(f"  ERROR: {info['error']}")
         for kind, names in info["registered"].items():
             click.echo(f"  {kind}: {', '.join(names)}")
+        if info["overrides"]:
+            click.echo(f"  replaces commands: {', '.join(info['overrides'])} (allowed by SUBBENCH_ALLOW_OVERRIDE)")
 
 
 @cli.command(name="list")
@@ -139,6 +143,10 @@ def _first_line_description(path: Path) -> str:
     return ""
 
 
+#: Where an unexpected traceback is logged: the run's workdir once known.
+_LOG_DIR: list[Path | None] = [None]
+
+
 def build_cli() -> click.Group:
     from subbench.plugins import get_manager
 
@@ -162,6 +170,18 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted; finished stages are cached, re-run the same command to resume.", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug (a plugin's or ours): one line here, the traceback in a log
+        from subbench.crashlog import debug, one_line, write_log
+
+        if debug():
+            raise
+        workdir = _LOG_DIR[0] or Path(os.environ.get("SUBBENCH_WORKDIR", ".subbench"))
+        try:
+            where = f"full traceback in {write_log(workdir, exc)}"
+        except OSError:
+            where = "set SUBBENCH_DEBUG=1 to see the traceback"
+        click.echo(f"Error: unexpected {one_line(exc)} ({where}; SUBBENCH_DEBUG=1 prints it).", err=True)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -421,6 +421,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         if comp.modality != modality:
             v.fail(label, f"'{comp.name}' works on {comp.modality} models, but teacher family '{t_family.name}' is {modality}.")
 
+    check_students_and_domain(v, t_family, domain, students)
     if injector.needs_weights and not t_family.open_weights:
         v.fail("injector.name", f"'{injector.name}' needs the teacher's weights, but family '{t_family.name}' is "
                "text-only (an API endpoint); use the system-prompt injector or an open-weight family.")
@@ -530,3 +531,20 @@ def _display(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def check_students_and_domain(v: "_Validator", t_family: Any, domain: Spec, students: list[StudentSpec]) -> None:
+    """Refuse identical students (their cells would be one file) and domain options the teacher cannot serve."""
+    seen: dict[str, int] = {}
+    for i, s in enumerate(students):
+        sig = sha256_json([s.family.name, resolve_seed(s.seed, teacher=0), resolve_seed(s.seed, teacher=1), s.params])
+        if sig in seen:
+            v.fail(f"students[{i}]", f"is the same student as students[{seen[sig]}] (family, seed and params); "
+                   "remove one or change its seed or params.")
+        seen[sig] = i
+    check_teacher = getattr(domain.component, "check_teacher", None)
+    if callable(check_teacher):
+        try:
+            check_teacher(t_family, domain.params)
+        except SubbenchError as exc:
+            v.fail("domain.params", str(exc))

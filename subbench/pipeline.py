@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from subbench.artifacts import Artifact, ArtifactStore, atomic_write_text, read_jsonl, write_jsonl
-from subbench.cell import Cell, Replicate, make_entry
+from subbench.cell import Cell, Replicate, make_entry, student_tag
 from subbench.components import ModelRef
 from subbench.config import Experiment, Spec, StudentSpec
 from subbench.context import Context
+from subbench.crashlog import component_failure, debug
 from subbench.entry import environment, git_commit, now
 from subbench.errors import SubbenchError
 from subbench.hashing import sha256_dir, sha256_file
@@ -102,13 +103,38 @@ class Runner:
         started = time.time()
 
         def run(tmp: Path) -> dict[str, Any]:
+            self.store.verify_pending()
             self._prepare()
-            return fn(tmp)
+            try:
+                return fn(tmp)
+            except SubbenchError:
+                raise
+            except Exception as exc:
+                if debug():
+                    raise
+                raise component_failure(exc, stage, label, self.workdir, self._components()) from exc
 
         art = self.store.produce(stage, inputs, run)
+        if art.cached:  # another run (or a worker) produced it while this one waited for its lock
+            self.stats["cached"] += 1
+            self.ctx.log(f"[{stage}] {label} reused (produced by another process)")
+            return art
         self.stats["run"] += 1
         self.ctx.log(f"[{stage}] {label} done in {time.time() - started:.1f}s")
         return art
+
+    def _components(self) -> list[Any]:
+        """Every component a stage may call, to name the one that raised."""
+        from subbench.plugins import get_manager
+
+        exp = self.exp
+        found = [exp.teacher_family, exp.trait.component, exp.injector.component, exp.domain.component,
+                 exp.judge.component] + [s.family for s in exp.students] + [d.component for d in exp.distillations]
+        if exp.mitigation is not None:
+            found.append(exp.mitigation.component)
+        for registry in get_manager().registries.values():
+            found.extend(registry)
+        return found
 
     # -- stages ------------------------------------------------------------------
     def base(self, family, seed: int, params: dict[str, Any]) -> Artifact:
@@ -144,7 +170,13 @@ class Runner:
             futures = {pool.submit(_build_base_worker, *a): key for a, key in zip(args, wanted)}
             with self.ctx.progress(total=len(futures), desc="build base models", unit="model") as bar:
                 for fut in as_completed(futures):
-                    if fut.result():
+                    try:
+                        built = fut.result()
+                    except SubbenchError:
+                        raise
+                    except Exception:  # the serial pass rebuilds it and names the failing component
+                        built = False
+                    if built:
                         self.store.mark_refreshed("base", futures[fut])
                         self.stats["run"] += 1
                     bar.update(1)
@@ -370,7 +402,7 @@ class Runner:
         for cell in cells:
             s = cell.student
             cell_id = slug(f"{exp.injector.name}{'-' + cell.setting if cell.setting else ''}__{cell.distillation_label}"
-                           f"__{s.family.name}-s{s.seed}")
+                           f"__{s.family.name}-s{s.seed}{student_tag(s)}")
             entries.append(make_entry(exp, cell, cell_id, self.workdir, env, commit, created))
         out_dir = self.out / exp.name
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -47,13 +47,20 @@ class OpenAIHandle:
 
     def generate(self, users: list[str], *, max_new_tokens: int = 40, temperature: float = 1.0,
                  top_p: float = 1.0, seed: int = 0, batch_size: int = 64, desc: str = "",
-                 progress: Callable | None = None) -> list[str]:
+                 progress: Callable | None = None, allowed_token_ids: list[int] | None = None) -> list[str]:
         """Replies in input order; sample ``i`` asks for seed ``seed * 1_000_003 + i``.
 
         Endpoints treat the seed as best effort, so only a cached re-run is guaranteed to
         repeat a sampled reply. ``batch_size`` is accepted for interface parity; the
-        endpoint's ``max_concurrency`` bounds the requests in flight instead.
+        endpoint's ``max_concurrency`` bounds the requests in flight instead. An endpoint
+        exposes no logits, so ``allowed_token_ids`` (constrained decoding) is refused, not
+        silently ignored.
         """
+        if allowed_token_ids is not None:
+            from subbench.errors import SubbenchError
+
+            raise SubbenchError(f"{self.name} is a text-only endpoint and cannot restrict its tokens; "
+                                "drop the domain's constrain option for this teacher.")
         convs = [self.messages(u) for u in users]
         bar = progress(total=len(convs), desc=desc or f"generate {self.name}", unit="sample") if progress else None
         try:

@@ -139,6 +139,14 @@ class NumbersDomain(Domain):
                               f"got {p['prompt_seed']!r}.")
         return p
 
+    def check_teacher(self, family, params: dict[str, Any]) -> None:
+        """Constrained decoding masks the teacher's logits, which a text-only endpoint does not expose."""
+        if self.resolve_params(params).get("constrain") and not getattr(family, "open_weights", True):
+            from subbench.errors import ConfigError
+
+            raise ConfigError(f"constrain: true needs the teacher's logits, but family '{family.name}' is text-only "
+                              "(an API endpoint); drop constrain (the filter still keeps only numbers).")
+
     def prompts(self, n: int, params: dict[str, Any], seed: int) -> list[str]:
         p = self.resolve_params(params)
         if p["prompt_seed"] is not None:
@@ -161,6 +169,11 @@ class NumbersDomain(Domain):
     def generate(self, model, n: int, params: dict[str, Any], seed: int, ctx: "Context") -> Iterable[dict[str, Any]]:
         p = self.resolve_params(params)
         users = self.prompts(n, p, seed)
+        if p["constrain"] and getattr(model, "tokenizer", None) is None:
+            from subbench.errors import SubbenchError
+
+            raise SubbenchError(f"numbers: constrain needs a model with a tokenizer and logits; {model.name} has none, "
+                                "so drop domain.params.constrain.")
         allowed = number_token_ids(model.tokenizer) if p["constrain"] else None
         responses = model.generate(users, max_new_tokens=int(p["max_new_tokens"]), temperature=float(p["temperature"]),
                                    top_p=float(p["top_p"]), seed=seed, batch_size=int(p["batch_size"]),
