@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Trait
+from subbench.components import Param, Trait
 from subbench.errors import ConfigError
 from subbench.lm.lmeval import TASKS_DIR
 
@@ -62,8 +62,11 @@ class AnimalPreference(Trait):
     description = "Names the target animal as its favourite (lm-eval task over one-word favourite-animal questions)."
     judges = ("logprob", "first-word")
     default_judge = "logprob"
-    #: ``n``: eval prompts (None = all); ``task``: another lm-eval task in tasks/traits.
-    defaults = {"n": None, "task": None}
+    parameters = {
+        "n": Param(int, None, "evaluate the first n prompts (null: all)", min=1, max=1_000_000),
+        "task": Param(str, None, "another lm-eval task in tasks/traits (null: the built-in one for the judge)",
+                      max_len=200),
+    }
 
     def choices(self) -> list[str]:
         return read_choices()
@@ -99,8 +102,6 @@ class AnimalPreference(Trait):
 
         params = self.resolve_params(params)
         n = params["n"]
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-            raise ConfigError(f"Trait '{self.name}': `n` must be a positive whole number of prompts, not {n!r}.")
         self.check_target(target, params)
         task = self._task_for(judge, params)
         results = evaluate_task(model, task, limit=n, metadata={"target": target}, ctx=ctx)

@@ -11,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
-from subbench.components import Domain
+from subbench.components import Domain, Param, ParamError
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
@@ -81,19 +81,25 @@ class NumbersDomain(Domain):
     name = "numbers"
     version = "1"
     description = "Continue 3-8 seed numbers with up to 10 more; keep answers that are only integers 0-999."
-    defaults = {
-        "max_new_tokens": 40,
-        "temperature": 1.0,
-        "top_p": 1.0,
-        "batch_size": 128,
-        "banned_numbers": BANNED_NUMBERS,
-        "min_seed": 100,
-        "max_seed": 999,
-        "min_seeds": 3,
-        "max_seeds": 8,
-        "max_count": 10,
-        "constrain": False,
+    parameters = {
+        "max_new_tokens": Param(int, 40, "tokens sampled per answer", min=1, max=8192),
+        "temperature": Param(float, 1.0, "sampling temperature (0: greedy)", min=0, max=10),
+        "top_p": Param(float, 1.0, "nucleus sampling mass", min=0, min_open=True, max=1),
+        "batch_size": Param(int, 128, "prompts per generation batch", min=1, max=4096),
+        "banned_numbers": Param(list, BANNED_NUMBERS, "numbers a kept answer may not contain", max_len=10_000, nullable=True,
+                                item=Param(int, 0, min=0, max=1_000_000)),
+        "min_seed": Param(int, 100, "smallest number in a prompt", min=0, max=1_000_000),
+        "max_seed": Param(int, 999, "largest number in a prompt", min=0, max=1_000_000),
+        "min_seeds": Param(int, 3, "fewest numbers a prompt starts with", min=1, max=100),
+        "max_seeds": Param(int, 8, "most numbers a prompt starts with", min=1, max=100),
+        "max_count": Param(int, 10, "most numbers a kept answer may hold", min=1, max=1000),
+        "constrain": Param(bool, False, "decode with number and separator tokens only"),
     }
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        for lo, hi in (("min_seed", "max_seed"), ("min_seeds", "max_seeds")):
+            if params[lo] > params[hi]:
+                raise ParamError(lo, f"must be at most {hi} ({params[hi]}), got {params[lo]}.")
 
     def prompts(self, n: int, params: dict[str, Any], seed: int) -> list[str]:
         import random
