@@ -108,10 +108,18 @@ class TinyFamily(HFFamily):
 
     vocabulary_name = "subbench-words-v1"
 
-    def __init__(self, name: str, arch: str, description: str, parameters: dict[str, Param]):
+    def __init__(self, name: str, arch: str, description: str, parameters: dict[str, Any]):
+        """``parameters``: a :class:`Param` per name, or a plain default (a plugin's override) that keeps
+        the built-in declaration of that name."""
+        import dataclasses
+
         super().__init__(name, None, steering_layers=(1,), description=description)
         self.arch = arch
-        self.parameters = dict(parameters)
+        self.parameters = {
+            k: v if isinstance(v, Param) else dataclasses.replace(_TINY_PARAMETERS[k], default=v)
+            if k in _TINY_PARAMETERS else Param.infer(v)
+            for k, v in parameters.items()
+        }
         self.defaults = defaults_of(self.parameters)
 
     def check_params(self, params: dict[str, Any]) -> None:
