@@ -55,8 +55,15 @@ def run(experiment, sets, workdir, out, device, fresh, jobs, dry_run, quiet, as_
     same numbers. Each cell (teacher setting x distillation x student) ends in one entry.
     """
     from subbench.config import load_experiment
+    from subbench.context import env_threads
+    from subbench.pipeline import default_jobs
 
     exp = load_experiment(experiment, list(sets))
+    jobs = jobs or default_jobs()
+    env_threads()
+    workdir = workdir or Path(os.environ.get("SUBBENCH_WORKDIR", ".subbench"))
+    _check_writable_dir(workdir, "--workdir")
+    _check_writable_dir(out, "--out")
     if dry_run:
         from subbench.dryrun import describe
 
@@ -67,11 +74,11 @@ def run(experiment, sets, workdir, out, device, fresh, jobs, dry_run, quiet, as_
 
         if not torch.cuda.is_available():
             raise SubbenchError("--device cuda was asked for but torch sees no CUDA device; use --device cpu.")
-    from subbench.pipeline import Runner, default_jobs, format_table
+    from subbench.pipeline import Runner, format_table
 
     workdir = workdir or Path(os.environ.get("SUBBENCH_WORKDIR", ".subbench"))
     _LOG_DIR[0] = workdir
-    runner = Runner(exp, workdir=workdir, out=out, device=device, quiet=quiet, fresh=fresh, jobs=jobs or default_jobs())
+    runner = Runner(exp, workdir=workdir, out=out, device=device, quiet=quiet, fresh=fresh, jobs=jobs)
     entries = runner.run()
     if as_json:
         click.echo(json.dumps(entries, indent=2))
@@ -81,6 +88,19 @@ def run(experiment, sets, workdir, out, device, fresh, jobs, dry_run, quiet, as_
         f"\n{len(entries)} entries written to {out / exp.name}/ "
         f"({runner.stats['run']} stages run, {runner.stats['cached']} cached; workdir {workdir})."
     )
+
+
+def _check_writable_dir(path: Path, option: str) -> None:
+    """Refuse a directory that cannot be created or written before any stage runs (creates nothing)."""
+    from subbench.errors import ConfigError
+
+    probe = Path(path)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{option} {path}: {probe} is not a directory; choose a directory subbench can create.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: {probe} is not writable; choose a directory you can write to.")
 
 
 @cli.command()
@@ -109,10 +129,16 @@ def plugins(as_json):
 
 @cli.command(name="list")
 @click.argument("kind", type=click.Choice(LIST_KINDS))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_(kind, as_json):
+@click.option("--params", "show_params", is_flag=True,
+              help="Also print each component's parameters: type, default, allowed values, what it does.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (parameters included).")
+def list_(kind, show_params, as_json):
     """List the registered components of one KIND (or the available experiments)."""
     if kind == "experiments":
+        if show_params:
+            from subbench.errors import ConfigError
+
+            raise ConfigError("--params lists a component's parameters; experiments have none (see docs/experiments.md).")
         from subbench.config import list_experiments
 
         items = [{"name": n, "path": str(p)} for n, p in sorted(list_experiments().items())]
@@ -131,6 +157,20 @@ def list_(kind, as_json):
     for i in items:
         origin = f"  [{i['plugin']}]" if i.get("plugin") else ""
         click.echo(f"{i['name'].ljust(width)}  {i.get('description') or ''}{origin}")
+        if show_params:
+            _echo_params(i.get("parameters") or [])
+
+
+def _echo_params(params: list[dict]) -> None:
+    if not params:
+        click.echo("    (no parameters)")
+        return
+    rows = [(p["name"], p["type"], json.dumps(p["default"], default=str), p["allowed"], p["doc"]) for p in params]
+    widths = [max(len(r[k]) for r in rows) for k in range(3)]
+    for name, type_, default, allowed, doc in rows:
+        click.echo(f"    {name.ljust(widths[0])}  {type_.ljust(widths[1])}  {default.ljust(widths[2])}  {allowed}")
+        if doc:
+            click.echo(f"    {''.ljust(widths[0])}  {doc}")
 
 
 def _first_line_description(path: Path) -> str:

@@ -1,14 +1,22 @@
 """The base classes every plugin component derives from.
 
 A component is a small object with a ``name``, a ``version`` (part of every artifact key:
-bump it when a change alters outputs) and ``defaults`` (the parameters it accepts; a
-config that names any other parameter is rejected). Heavy libraries are imported inside
-methods, never at module import, so ``subbench --help`` stays fast.
+bump it when a change alters outputs) and ``parameters``: one :class:`Param` per
+parameter it accepts, with its type, default, range and a one-line doc. A config that
+names any other parameter, or gives a value of the wrong type or out of range, is
+rejected when the experiment is validated, before any stage runs. ``defaults`` (name ->
+default) is derived from the declarations; a third-party component that only declares
+``defaults`` still works, with a loose check inferred from each default's type. Heavy
+libraries are imported inside methods, never at module import, so ``subbench --help``
+stays fast.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable
@@ -18,6 +26,210 @@ from subbench.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
 
+#: Seeds are handed to torch, numpy and random: all accept [0, 2**31).
+SEED_MAX = 2**31 - 1
+#: Environment switch that lets a run past the size estimates (never past the type/range checks).
+ALLOW_LARGE_ENV = "SUBBENCH_ALLOW_LARGE"
+
+_TYPE_NAMES = {bool: ("true or false", "booleans"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+               str: ("a string", "strings"), list: ("a list", "lists"), dict: ("a mapping", "mappings"),
+               object: ("any value", "values")}
+_REPR = reprlib.Repr()
+_REPR.maxstring = 60
+_REPR.maxother = 60
+_REPR.maxlong = 40
+
+
+def show(value: Any) -> str:
+    """A value as an error message quotes it: YAML spelling for scalars, truncated when long."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return {math.inf: "inf", -math.inf: "-inf"}.get(value, "nan")
+    return _REPR.repr(value)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(float(x))
+
+
+def allow_large() -> bool:
+    """True when the user asked to run past the size estimates (``SUBBENCH_ALLOW_LARGE=1``)."""
+    value = os.environ.get(ALLOW_LARGE_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{ALLOW_LARGE_ENV} must be 1 or 0, got {value!r}.")
+
+
+class ParamError(ConfigError):
+    """A parameter value that its declaration refuses; ``param`` is its path (``lora.r``, ``judges[1]``)."""
+
+    def __init__(self, param: str, detail: str, where: str = ""):
+        self.param, self.detail, self.where = param, detail, where
+        super().__init__(f"{where}: parameter '{param}': {detail}" if where else f"parameter '{param}': {detail}")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its type, default, allowed values and a one-line doc.
+
+    ``type`` is bool, int, float (ints accepted), str, list, dict or object (anything), or a
+    tuple of those. Bools are never ints; floats must be finite unless ``finite=False``.
+    ``min``/``max`` bound numbers (inclusive unless ``min_open``/``max_open``), ``max_len``
+    bounds strings and lists, ``item`` checks each list element and ``fields`` the keys
+    of a mapping. A default of None makes the parameter nullable.
+    """
+
+    type: Any
+    default: Any = None
+    doc: str = ""
+    min: float | None = None
+    max: float | None = None
+    choices: tuple | None = None
+    nullable: bool = False
+    min_open: bool = False
+    max_open: bool = False
+    max_len: int | None = None
+    item: "Param | None" = None
+    fields: "dict[str, Param] | None" = None
+    finite: bool = True
+    #: True for a check guessed from a bare ``defaults`` entry.
+    inferred: bool = False
+
+    def __post_init__(self):
+        if self.default is None:
+            object.__setattr__(self, "nullable", True)
+        if self.choices is not None:
+            object.__setattr__(self, "choices", tuple(self.choices))
+
+    @classmethod
+    def infer(cls, default: Any) -> "Param":
+        """The loose check a bare ``defaults`` entry gets: the default's kind of value, any size."""
+        if default is None:
+            kind: Any = object
+        elif isinstance(default, bool):
+            kind = bool
+        elif isinstance(default, (int, float)):
+            kind = float
+        elif isinstance(default, (str, list, dict)):
+            kind = type(default)
+        else:
+            kind = object
+        return cls(kind, default, inferred=True)
+
+    @property
+    def types(self) -> tuple:
+        return self.type if isinstance(self.type, tuple) else (self.type,)
+
+    def type_name(self) -> str:
+        names = [getattr(t, "__name__", str(t)) for t in self.types]
+        name = " | ".join("any" if n == "object" else n for n in names)
+        if self.item is not None and list in self.types:
+            name = name.replace("list", f"list[{self.item.type_name()}]")
+        return name + (" | null" if self.nullable else "")
+
+    def allowed(self, plural: bool = False) -> str:
+        """What the parameter accepts, as an error message or ``list --params`` states it."""
+        if self.choices is not None:
+            text = "one of " + ", ".join(show(c) if not isinstance(c, str) else c for c in self.choices)
+        else:
+            parts = []
+            for t in self.types:
+                text = _TYPE_NAMES.get(t, (getattr(t, "__name__", str(t)),) * 2)[1 if plural else 0]
+                if t in (int, float) and (self.min is not None or self.max is not None):
+                    lo = "-inf" if self.min is None else _num(self.min)
+                    hi = "inf" if self.max is None else _num(self.max)
+                    left = "(" if self.min_open or self.min is None else "["
+                    right = ")" if self.max_open or self.max is None else "]"
+                    text += f" in {left}{lo}, {hi}{right}"
+                elif t is str and self.max_len is not None:
+                    text += f" of at most {self.max_len} characters"
+                elif t is list:
+                    if self.item is not None:
+                        text += " of " + self.item.allowed(plural=True)
+                    if self.max_len is not None:
+                        text += f" (at most {self.max_len})"
+                elif t is dict and self.fields:
+                    text += " {" + ", ".join(f"{k}: {f.allowed()}" for k, f in self.fields.items()) + "}"
+                parts.append(text)
+            text = " or ".join(parts)
+        return text + (" or null" if self.nullable else "")
+
+    def check(self, value: Any, path: str) -> None:
+        """Raise :class:`ParamError` naming ``path`` when ``value`` is not allowed."""
+        if value is None:
+            if self.nullable:
+                return
+            self._fail(value, path)
+        if self.choices is not None:
+            try:
+                ok = any(type(value) is type(c) and value == c for c in self.choices)
+            except Exception:  # pragma: no cover - exotic values
+                ok = False
+            if not ok:
+                hint = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1)
+                did = f" Did you mean: {hint[0]}?" if hint and isinstance(value, str) else ""
+                raise ParamError(path, f"expected {self.allowed()}, got {show(value)}.{did}")
+            return
+        kind = next((t for t in self.types if _is(value, t)), None)
+        if kind is None:
+            self._fail(value, path)
+        if kind in (int, float):
+            if isinstance(value, float) and not math.isfinite(value):
+                if self.finite:
+                    self._fail(value, path)
+                return
+            if self.min is not None and (value < self.min or (self.min_open and value == self.min)):
+                self._fail(value, path)
+            if self.max is not None and (value > self.max or (self.max_open and value == self.max)):
+                self._fail(value, path)
+        elif kind is str:
+            if self.max_len is not None and len(value) > self.max_len:
+                raise ParamError(path, f"expected {self.allowed()}, got a string of {len(value)} characters.")
+        elif kind is list:
+            if self.max_len is not None and len(value) > self.max_len:
+                raise ParamError(path, f"expected {self.allowed()}, got {len(value)} items.")
+            if self.item is not None:
+                for i, v in enumerate(value):
+                    self.item.check(v, f"{path}[{i}]")
+        elif kind is dict and self.fields is not None:
+            for k, v in value.items():
+                if k not in self.fields:
+                    hint = difflib.get_close_matches(str(k), list(self.fields), n=1)
+                    did = f" Did you mean: {hint[0]}?" if hint else ""
+                    raise ParamError(f"{path}.{k}", f"unknown field.{did} Allowed: {', '.join(self.fields)}.")
+                self.fields[k].check(v, f"{path}.{k}")
+
+    def _fail(self, value: Any, path: str):
+        raise ParamError(path, f"expected {self.allowed()}, got {show(value)}.")
+
+    def describe(self, name: str) -> dict[str, Any]:
+        return {"name": name, "type": self.type_name(), "default": self.default, "allowed": self.allowed(),
+                "doc": self.doc, "inferred": self.inferred}
+
+
+def _is(value: Any, kind: Any) -> bool:
+    if kind is object:
+        return True
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def defaults_of(parameters: dict[str, Param]) -> dict[str, Any]:
+    """The ``defaults`` dict that a set of declarations implies (what other code reads)."""
+    import copy
+
+    return {name: copy.deepcopy(p.default) for name, p in parameters.items()}
+
 
 class Component:
     """Common shape of all registered things."""
@@ -26,7 +238,9 @@ class Component:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     description: ClassVar[str] = ""
-    #: Parameters accepted in an experiment file, with their defaults.
+    #: The parameters accepted in an experiment file: name -> :class:`Param`.
+    parameters: ClassVar[dict[str, Param]] = {}
+    #: name -> default, derived from ``parameters`` (a component may still set only this).
     defaults: ClassVar[dict[str, Any]] = {}
     #: "causal-lm" or "mlp"; components only combine with the same modality.
     modality: ClassVar[str] = "causal-lm"
@@ -34,22 +248,57 @@ class Component:
     #: Set by the registry: the plugin that registered this component.
     plugin: str | None = None
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        body = cls.__dict__
+        if "parameters" in body:
+            declared = dict(body["parameters"])
+            extra = {k: v for k, v in dict(body.get("defaults") or {}).items() if k not in declared}
+            cls.parameters = {**declared, **{k: Param.infer(v) for k, v in extra.items()}}
+            cls.defaults = defaults_of(cls.parameters)
+
+    def param_specs(self) -> dict[str, Param]:
+        """Every accepted parameter with its check: the declared ones, inferred ones for bare ``defaults``."""
+        declared = self.parameters or {}
+        return {name: declared[name] if name in declared else Param.infer(value)
+                for name, value in (self.defaults or {}).items()}
+
     def resolve_params(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
-        """Merge ``params`` over ``defaults``; reject names this component does not know."""
+        """Merge ``params`` over ``defaults`` after checking each given value against its declaration.
+
+        Also runs :meth:`check_params` on the result, so the checks are the same when the
+        experiment is validated and when a stage runs.
+        """
+        loc = f"{where}: " if where else ""
+        if params is not None and not isinstance(params, dict):
+            raise ConfigError(f"{loc}expected a mapping of parameters for {self.kind} '{self.name}', got {show(params)}.")
         params = dict(params or {})
-        unknown = sorted(set(params) - set(self.defaults))
+        specs = self.param_specs()
+        unknown = sorted((k for k in params if k not in specs), key=str)
         if unknown:
             bad = unknown[0]
-            hint = difflib.get_close_matches(bad, list(self.defaults), n=1)
-            allowed = ", ".join(sorted(self.defaults)) or "none"
+            hint = difflib.get_close_matches(str(bad), list(specs), n=1)
+            allowed = ", ".join(sorted(specs)) or "none"
             did = f" Did you mean: {hint[0]}?" if hint else ""
-            loc = f"{where}: " if where else ""
             raise ConfigError(
                 f"{loc}unknown parameter '{bad}' for {self.kind} '{self.name}'.{did} Allowed: {allowed}."
             )
         out = dict(self.defaults)
         out.update(params)
+        try:
+            for name, value in params.items():
+                specs[name].check(value, name)
+            self.check_params(out)
+        except ParamError as exc:
+            raise ParamError(exc.param, exc.detail, where or f"{self.kind} '{self.name}'") from None
         return out
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Checks across parameters or against the registry (ensemble members, a family's size).
+
+        Receives the merged parameters after each passed its own declaration; raise
+        :class:`ParamError` (naming the parameter) or :class:`ConfigError`.
+        """
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -59,6 +308,7 @@ class Component:
             "modality": self.modality,
             "description": self.description,
             "defaults": self.defaults,
+            "parameters": [p.describe(n) for n, p in self.param_specs().items()],
         }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import itertools
 import os
 import re
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from subbench.components import SEED_MAX, Param, ParamError, allow_large, show
 from subbench.errors import ConfigError, SubbenchError
 from subbench.hashing import sha256_json
 
@@ -34,7 +36,31 @@ TOP_LEVEL = {
     "seeds": "list of replicate seeds (older form of replicates)",
     "analysis": "{min_teacher_effect, bootstrap, bootstrap_seed}",
 }
-ANALYSIS_DEFAULTS = {"min_teacher_effect": 0.05, "bootstrap": 1000, "bootstrap_seed": 0}
+ANALYSIS_PARAMS = {
+    "min_teacher_effect": Param(float, 0.05, "teacher effect below which a cell's transfer ratio is not reported",
+                                min=0, max=1),
+    "bootstrap": Param(int, 1000, "bootstrap resamples for the confidence intervals", min=100, max=100_000),
+    "bootstrap_seed": Param(int, 0, "seed of the bootstrap resampling", min=0, max=SEED_MAX),
+}
+ANALYSIS_DEFAULTS = {k: p.default for k, p in ANALYSIS_PARAMS.items()}
+
+#: Hard limits: an experiment past these is refused outright.
+MAX_FILE_BYTES = 1 << 20      # one experiment or included file
+MAX_YAML_NODES = 100_000      # YAML nodes after alias expansion ("billion laughs")
+MAX_YAML_DEPTH = 64           # nesting of YAML collections
+MAX_INCLUDE_DEPTH = 32        # include: chains
+MAX_INCLUDED_FILES = 256      # files read for one experiment
+MAX_SEEDS = 1000              # replicates
+MAX_LIST = 100                # students, distillations
+MAX_GRID = 10_000             # teacher settings (injector grid points)
+DOMAIN_SIZE = Param(int, 1000, "samples generated per teacher", min=1, max=10_000_000)
+SEED = Param(int, 0, "a replicate seed", min=0, max=SEED_MAX)
+#: Soft limits on the run's estimated size; SUBBENCH_ALLOW_LARGE=1 lets a run past them.
+SIZE_LIMITS = {
+    "generated samples": 10_000_000,   # teacher settings (+ base) x replicates x domain size
+    "student trainings": 5_000,        # cells x replicates
+    "distilled samples": 100_000_000,  # cells x replicates x domain size
+}
 #: What a replicate draws anew: ``data`` = new injector, generation, subsampling and
 #: distillation seeds on the same bases; ``init`` = also new base initialisations (the
 #: teacher's seed is the replicate seed plus ``teacher.seed``, students relative to it).
@@ -85,19 +111,97 @@ def find_experiment(name_or_path: str) -> Path:
     )
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+@functools.lru_cache(maxsize=1)
+def _bounded_loader():
+    """A SafeLoader that refuses alias bombs, deep nesting and huge documents while composing.
+
+    Sizes are counted on the node graph with every alias expanded, before any Python
+    object is built, so "billion laughs" stops after a few thousand events with little
+    memory. Floats also parse as YAML 1.2 does (``1e-4`` is a number, not a string).
+    """
+    import yaml
+    from yaml.events import AliasEvent
+
+    class Loader(yaml.SafeLoader):
+        def __init__(self, stream):
+            super().__init__(stream)
+            self._sizes: dict[int, int] = {}
+            self._depth = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(AliasEvent):
+                return super().compose_node(parent, index)
+            self._depth += 1
+            if self._depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"nested deeper than {MAX_YAML_DEPTH} levels")
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+            if isinstance(node.value, list):
+                size = 1
+                for child in node.value:
+                    for n in (child if isinstance(child, tuple) else (child,)):
+                        size += self._sizes.get(id(n), 1)
+                if size > MAX_YAML_NODES:
+                    raise ConfigError(f"more than {MAX_YAML_NODES} values once its aliases are expanded")
+                self._sizes[id(node)] = size
+            return node
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
+    return Loader
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text as data, with the size limits of :func:`_bounded_loader`; errors are ConfigError."""
     import yaml
 
+    loader = _bounded_loader()(text)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return loader.get_single_data()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: refused: the YAML is {exc}; simplify it.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{where}:{line} is not valid YAML ({getattr(exc, 'problem', None) or exc}).") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: refused: the YAML is nested too deeply; simplify it.") from None
+    finally:
+        loader.dispose()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: refused: {size} bytes is more than an experiment file may hold "
+                              f"({MAX_FILE_BYTES}); experiment files are small YAML files.")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc.strerror or exc}).") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: refused: more than {MAX_FILE_BYTES} bytes; experiment files are small YAML files.")
+    if b"\x00" in data:
+        raise ConfigError(f"{path}: is a binary file, not a YAML experiment.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: is not UTF-8 text (byte {exc.start}); save the experiment as UTF-8.") from None
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    data = parse_yaml(_read_text(path), str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: an experiment must be a mapping of fields, got {type(data).__name__}.")
+        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__} ({show(data)})"
+        raise ConfigError(f"{path}: an experiment must be a mapping of fields (teacher:, trait:, ...), got {kind}.")
     return data
 
 
@@ -111,35 +215,50 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_raw(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_raw(path: Path, _seen: tuple[Path, ...] = (), _count: list[int] | None = None) -> dict[str, Any]:
     path = path.resolve()
+    _count = [0] if _count is None else _count
+    _count[0] += 1
     if path in _seen:
         raise ConfigError(f"{path}: include cycle ({' -> '.join(str(p) for p in _seen + (path,))}).")
+    if len(_seen) >= MAX_INCLUDE_DEPTH:
+        raise ConfigError(f"{_seen[0]}: include: chain deeper than {MAX_INCLUDE_DEPTH} files (at {path}); "
+                          "include the shared file directly.")
+    if _count[0] > MAX_INCLUDED_FILES:
+        raise ConfigError(f"{_seen[0] if _seen else path}: include: more than {MAX_INCLUDED_FILES} files read; "
+                          "include each shared file once.")
     data = _load_yaml(path)
     inc = data.pop("include", None)
     if inc is None:
         return data
+    items = [inc] if isinstance(inc, str) else inc
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) and i for i in items):
+        raise ConfigError(f"{path}: include: expected a file name or a list of file names, got {show(inc)}.")
+    if len(items) > MAX_LIST:
+        raise ConfigError(f"{path}: include: expected at most {MAX_LIST} files, got {len(items)}.")
     merged: dict[str, Any] = {}
-    for item in [inc] if isinstance(inc, str) else list(inc):
-        target = (path.parent / str(item)).resolve()
+    for item in items:
+        target = (path.parent / item).resolve()
         if not target.is_file():
             raise ConfigError(f"{path}: include: file {item} does not exist (looked in {path.parent}).")
-        merged = _merge(merged, load_raw(target, _seen + (path,)))
+        merged = _merge(merged, load_raw(target, _seen + (path,), _count))
     return _merge(merged, data)
 
 
 def apply_overrides(raw: dict[str, Any], sets: list[str], where: str) -> dict[str, Any]:
     """Apply ``--set a.b.c=value`` (value parsed as YAML; numeric parts index lists)."""
-    import yaml
-
     raw = copy.deepcopy(raw)
     for item in sets:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected key=value, e.g. --set domain.size=500.")
         key, value = item.split("=", 1)
+        if len(value) > MAX_FILE_BYTES:
+            raise ConfigError(f"--set {key}: refused: the value is longer than {MAX_FILE_BYTES} characters.")
         try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
+            parsed = parse_yaml(value, f"--set {key}")
+        except ConfigError as exc:
+            if "refused" in str(exc):
+                raise
             parsed = value
         parts = key.strip().split(".")
         node: Any = raw
@@ -286,8 +405,21 @@ class _Validator:
             self.fail(field_, f"expected a mapping of parameters, got {params!r}.")
         try:
             return component.resolve_params(params)
+        except ParamError as exc:
+            self.fail(f"{field_}.{exc.param}", exc.detail)
         except ConfigError as exc:
             self.fail(field_, str(exc))
+
+    def value(self, param: Param, value: Any, field_: str) -> Any:
+        try:
+            param.check(value, field_)
+        except ParamError as exc:
+            self.fail(exc.param, exc.detail)
+        return value
+
+    def bounded_list(self, value: Any, field_: str, limit: int) -> None:
+        if isinstance(value, list) and len(value) > limit:
+            self.fail(field_, f"expected at most {limit} items, got {len(value)}.")
 
     def spec(self, kind: str, value: Any, field_: str, extra: set[str] = frozenset()) -> tuple[Spec, dict]:
         if isinstance(value, str):
@@ -301,9 +433,11 @@ class _Validator:
 
     def seed(self, value: Any, field_: str, allowed: str) -> int | str:
         try:
-            resolve_seed(value, seed=0, teacher=0)
+            offset = resolve_seed(value, seed=0, teacher=0)
         except (ValueError, TypeError):
-            self.fail(field_, f"expected an integer or {allowed}, got {value!r}.")
+            self.fail(field_, f"expected an integer in [0, {SEED_MAX}] or {allowed}, got {show(value)}.")
+        if not 0 <= offset <= SEED_MAX:
+            self.fail(field_, f"expected an integer in [0, {SEED_MAX}] or {allowed}, got {show(value)}.")
         return value
 
 
@@ -336,11 +470,20 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         v.fail("injector", f"expected a name or {{name, params}}, got {inj_raw!r}.")
     v.keys(inj_raw, "injector", {"name", "params"}, {"name"})
     injector = v.component("injectors", inj_raw["name"], "injector.name")
-    given = dict(inj_raw.get("params") or {})
-    axes = {k: val for k, val in given.items() if isinstance(val, list) and not isinstance(injector.defaults.get(k), list)}
+    given = inj_raw.get("params")
+    if given is not None and not isinstance(given, dict):
+        v.fail("injector.params", f"expected a mapping of parameters, got {show(given)}.")
+    given = dict(given or {})
+    specs = injector.param_specs()
+    axes = {k: val for k, val in given.items()
+            if isinstance(val, list) and not (k in specs and list in specs[k].types)}
+    points = 1
     for k, val in axes.items():
         if not val:
             v.fail(f"injector.params.{k}", "an empty list gives no teacher setting.")
+        points *= len(val)
+        if points > MAX_GRID:
+            v.fail("injector.params", f"the grid has more than {MAX_GRID} teacher settings; sweep fewer values.")
     grid = []
     for combo in itertools.product(*axes.values()) if axes else [()]:
         p = dict(given)
@@ -350,13 +493,13 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
 
     dom_raw = raw["domain"]
     domain, dom_raw = v.spec("domains", dom_raw, "domain", {"size", "budget"})
-    size = dom_raw.get("size", 1000)
-    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        v.fail("domain.size", f"expected a positive integer, got {size!r}.")
+    size = v.value(DOMAIN_SIZE, dom_raw.get("size", DOMAIN_SIZE.default), "domain.size")
     budget = dom_raw.get("budget", BUDGET_DEFAULT)
-    if budget != BUDGET_DEFAULT and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
-        v.fail("domain.budget", f"expected 'equal' (teacher and control data cut to the smaller kept count) "
-               f"or a positive number of training samples, got {budget!r}.")
+    if budget != BUDGET_DEFAULT:
+        if not isinstance(budget, int) or isinstance(budget, bool):
+            v.fail("domain.budget", f"expected 'equal' (teacher and control data cut to the smaller kept count) "
+                   f"or a positive number of training samples, got {show(budget)}.")
+        v.value(DOMAIN_SIZE, budget, "domain.budget")
 
     mitigation = None
     if raw.get("mitigation") is not None:
@@ -365,6 +508,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     students_raw = raw["students"]
     if not isinstance(students_raw, list) or not students_raw:
         v.fail("students", "expected a non-empty list of {family, seed, params}.")
+    v.bounded_list(students_raw, "students", MAX_LIST)
     students = []
     for i, s in enumerate(students_raw):
         f = f"students[{i}]"
@@ -383,6 +527,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     d_list = d_raw if isinstance(d_raw, list) else [d_raw]
     if not d_list:
         v.fail("distillation", "expected at least one {name, params}.")
+    v.bounded_list(d_list, "distillation", MAX_LIST)
     distillations = []
     for i, d in enumerate(d_list):
         spec, d_raw = v.spec("distillers", d, f"distillation[{i}]", {"label"})
@@ -409,9 +554,21 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     if raw.get("analysis") is not None:
         a = raw["analysis"]
         if not isinstance(a, dict):
-            v.fail("analysis", "expected a mapping.")
+            v.fail("analysis", f"expected a mapping with {', '.join(ANALYSIS_PARAMS)}, got {show(a)}.")
         v.keys(a, "analysis", set(ANALYSIS_DEFAULTS))
+        for k, val in a.items():
+            v.value(ANALYSIS_PARAMS[k], val, f"analysis.{k}")
         analysis.update(a)
+
+    # seeds that only exist relative to a replicate must stay in range for every replicate
+    for replicate in seeds:
+        t = resolve_seed(t_seed, seed=replicate)
+        if t > SEED_MAX:
+            v.fail("teacher.seed", f"'{t_seed}' gives {t} for replicate {replicate}, past {SEED_MAX}; use smaller seeds.")
+        for i, st in enumerate(students):
+            if st.resolve_seed(t) > SEED_MAX:
+                v.fail(f"students[{i}].seed", f"'{st.seed}' gives {st.resolve_seed(t)} for replicate {replicate}, "
+                       f"past {SEED_MAX}; use smaller seeds.")
 
     # every component must speak the same modality
     modality = t_family.modality
@@ -436,6 +593,8 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
                 d.component.check(t_ref, ModelRef(s.family, Path("."), {"params": s.params}), injector)
             except SubbenchError as exc:
                 v.fail(f"distillation[{i}] with students[{j}]", str(exc))
+
+    check_size(where, estimate_size(len(grid), len(distillations) * len(students), len(seeds), size))
 
     name = raw.get("name") or (Path(where).stem if where else "experiment")
     if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name):
@@ -493,13 +652,13 @@ def _replicates(v: "_Validator", raw: dict[str, Any], t_seed: int | str) -> tupl
             v.fail("replicates", f"expected {{n, over: data|init}} or a number, got {rep!r}.")
         v.keys(rep, "replicates", {"n", "over", "first"}, {"n"})
         n, over, first = rep["n"], rep.get("over", "data"), rep.get("first", 0)
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1000:
-            v.fail("replicates.n", f"expected a whole number from 1 to 1000, got {n!r}.")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_SEEDS:
+            v.fail("replicates.n", f"expected a whole number from 1 to {MAX_SEEDS}, got {show(n)}.")
         if over not in REPLICATE_KINDS:
             v.fail("replicates.over", f"expected one of {', '.join(REPLICATE_KINDS)} (new data and training seeds on the "
                    f"same bases, or new base initialisations), got {over!r}.")
-        if not isinstance(first, int) or isinstance(first, bool) or first < 0:
-            v.fail("replicates.first", f"expected a non-negative integer, got {first!r}.")
+        v.value(SEED, first, "replicates.first")
+        v.value(SEED, first + n - 1, "replicates.first")
         if relative:
             v.fail("teacher.seed", "with replicates:, give the teacher's seed as an integer (over: init adds the "
                    "replicate seed to it).")
@@ -510,11 +669,34 @@ def _replicates(v: "_Validator", raw: dict[str, Any], t_seed: int | str) -> tupl
     seeds = raw.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        v.fail("seeds", f"expected a non-empty list of integers, got {seeds!r}.")
+    if not isinstance(seeds, list) or not seeds:
+        v.fail("seeds", f"expected a non-empty list of integers in [0, {SEED_MAX}], got {show(seeds)}.")
+    v.bounded_list(seeds, "seeds", MAX_SEEDS)
+    for i, s_ in enumerate(seeds):
+        v.value(SEED, s_, f"seeds[{i}]")
     if len(set(seeds)) != len(seeds):
         v.fail("seeds", "contains duplicates.")
     return seeds, t_seed, {"n": len(seeds), "over": "init" if relative else "data"}
+
+
+def estimate_size(teacher_settings: int, cells_per_setting: int, replicates: int, domain_size: int) -> dict[str, int]:
+    """How much work a run is, in the units of :data:`SIZE_LIMITS` (upper bounds: nothing cached)."""
+    cells = teacher_settings * cells_per_setting
+    return {
+        "generated samples": (teacher_settings + 1) * replicates * domain_size,
+        "student trainings": cells * replicates,
+        "distilled samples": cells * replicates * domain_size,
+    }
+
+
+def check_size(where: str, estimate: dict[str, int]) -> None:
+    """Refuse an absurd run unless SUBBENCH_ALLOW_LARGE=1 says it is meant."""
+    for what, n in estimate.items():
+        if n > SIZE_LIMITS[what] and not allow_large():
+            raise ConfigError(
+                f"{where}: refused: the run needs about {n:,} {what} (limit {SIZE_LIMITS[what]:,}); shrink seeds, "
+                "domain.size or the grid, or set SUBBENCH_ALLOW_LARGE=1 to run it anyway."
+            )
 
 
 def load_experiment(name_or_path: str, sets: list[str] | None = None, pm=None) -> Experiment:

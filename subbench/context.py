@@ -9,6 +9,27 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
+def env_int(name: str, default: int, low: int = 1, high: int = 1024) -> int:
+    """A whole-number environment setting; a bad value is a one-line ConfigError, not a traceback."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        from subbench.errors import ConfigError
+
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {raw!r}; fix or unset it.")
+    return value
+
+
+def env_threads() -> int:
+    """Torch threads per process: $SUBBENCH_THREADS, else 1."""
+    return env_int("SUBBENCH_THREADS", 1)
+
+
 @dataclass
 class Context:
     workdir: Path
@@ -40,7 +61,7 @@ class Context:
         """Thread count and denormal flushing that keep CPU runs fast (see docs/architecture.md)."""
         import torch
 
-        threads = self.threads or int(os.environ.get("SUBBENCH_THREADS", "1"))
+        threads = self.threads or env_threads()
         torch.set_num_threads(max(1, threads))
         torch.set_flush_denormal(True)
         # CPU kernels are deterministic for a fixed thread count; this makes any that is not say so.

@@ -439,9 +439,9 @@ def _build_base_worker(family_name: str, seed: int, params: dict[str, Any], work
 
 def default_jobs() -> int:
     """Worker processes for independent builds: $SUBBENCH_JOBS, else up to 2 (one per core)."""
-    if os.environ.get("SUBBENCH_JOBS"):
-        return max(1, int(os.environ["SUBBENCH_JOBS"]))
-    return max(1, min(2, os.cpu_count() or 1))
+    from subbench.context import env_int
+
+    return env_int("SUBBENCH_JOBS", max(1, min(2, os.cpu_count() or 1)))
 
 
 def _short(params: dict[str, Any]) -> str:

@@ -216,7 +216,7 @@ def test_target_validation(trait, handle, ctx, pm):
         trait.evaluate(handle, judge, "unicorn", {}, ctx)
     with pytest.raises(ConfigError, match="needs a target"):
         trait.evaluate(handle, judge, None, {}, ctx)
-    with pytest.raises(ConfigError, match="positive whole number"):
+    with pytest.raises(ConfigError, match=r"parameter 'n': expected an integer in \[1, 1000000\] or null, got 0"):
         trait.evaluate(handle, judge, "owl", {"n": 0}, ctx)
     with pytest.raises(ConfigError, match="`samples_per_question` must be a positive whole number"):
         trait.evaluate(handle, judge, "owl", {"samples_per_question": 0}, ctx)

@@ -30,8 +30,8 @@ def good():
     [
         ("toy-shift", "toy-shfit", "injector.name: Unknown injector 'toy-shfit'. Did you mean: toy-shift?"),
         ("{strength:", "{strenght:", "injector.params: unknown parameter 'strenght' for injector 'toy-shift'. Did you mean: strength?"),
-        ("seed: teacher+1", "seed: teacher-1", "students[1].seed: expected an integer or 'teacher' / 'teacher+N'"),
-        ("size: 30", "size: -3", "domain.size: expected a positive integer, got -3."),
+        ("seed: teacher+1", "seed: teacher-1", "students[1].seed: expected an integer in [0, 2147483647] or 'teacher' / 'teacher+N', got 'teacher-1'."),
+        ("size: 30", "size: -3", "domain.size: expected an integer in [1, 10000000], got -3."),
         ("seeds: [0, 1]", "seeds: [0, 0]", "seeds: contains duplicates."),
         ("distillation: toy-copy", "distillation: []", "distillation: expected at least one {name, params}."),
         ("trait: {name: toy-love, target: owl}", "trait: {name: toy-love, target: owl, judge: x}", "trait.judge: unknown field."),

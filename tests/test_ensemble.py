@@ -138,7 +138,7 @@ def test_bad_ensembles_fail_clearly(keyword_judge):
     samples = [{"response": "x"}]
     with pytest.raises(ConfigError, match="at least two"):
         ens.score(samples, None, {"judges": ["keyword-test"]}, None)
-    with pytest.raises(ConfigError, match="rule must be"):
+    with pytest.raises(ConfigError, match="parameter 'rule': expected one of majority, all, any"):
         ens.score(samples, None, {"judges": ["keyword-test", "keyword-test"], "rule": "most"}, None)
     with pytest.raises(SubbenchError, match="Unknown judge 'refusl'. Did you mean: refusal"):
         ens.score(samples, None, {"judges": ["keyword-test", "refusl"]}, None)

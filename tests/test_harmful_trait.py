@@ -58,11 +58,11 @@ def test_jbb_csv_loader(tmp_path):
 
 
 def test_bad_params_are_config_errors():
-    with pytest.raises(ConfigError, match="split must be harmful or benign"):
+    with pytest.raises(ConfigError, match="parameter 'split': expected one of harmful, benign"):
         trait().prompts({"split": "all"})
-    with pytest.raises(ConfigError, match="source must be builtin or jbb"):
+    with pytest.raises(ConfigError, match="parameter 'source': expected one of builtin, jbb"):
         trait().prompts({"source": "advbench"})
-    with pytest.raises(ConfigError, match="positive whole number"):
+    with pytest.raises(ConfigError, match=r"parameter 'n': expected an integer in \[1, 1000000\] or null, got 0"):
         trait().prompts({"n": 0})
 
 

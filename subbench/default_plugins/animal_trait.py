@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Trait
+from subbench.components import Param, Trait
 from subbench.errors import ConfigError
 from subbench.lm.lmeval import TASKS_DIR
 
@@ -65,10 +65,12 @@ class AnimalPreference(Trait):
     )
     judges = ("logprob", "first-word")
     default_judge = "logprob"
-    #: ``n``: eval questions (None = all); ``samples_per_question``: sampled answers per
-    #: question for the first-word rate; ``task``: one other lm-eval task in tasks/traits,
-    #: evaluated alone.
-    defaults = {"n": None, "samples_per_question": 5, "task": None}
+    parameters = {
+        "n": Param(int, None, "evaluate the first n questions (null: all)", min=1, max=1_000_000),
+        "samples_per_question": Param(int, 5, "sampled answers per question for the first-word rate", min=1, max=1000),
+        "task": Param(str, None, "one other lm-eval task in tasks/traits, evaluated alone (null: both built-in tasks)",
+                      max_len=200),
+    }
 
     def choices(self) -> list[str]:
         return read_choices()
@@ -85,14 +87,6 @@ class AnimalPreference(Trait):
         if target not in choices:
             got = f"'{target}' is not one of its choices" if target else "needs a target"
             raise ConfigError(f"Trait '{self.name}' {got}; set `target:` to one of: {', '.join(choices)}.")
-
-    def _check_params(self, params: dict[str, Any]) -> None:
-        for key, what in (("n", "prompts"), ("samples_per_question", "samples")):
-            v = params[key]
-            if key == "n" and v is None:
-                continue
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"Trait '{self.name}': `{key}` must be a positive whole number of {what}, not {v!r}.")
 
     def _need(self, judge: "Judge") -> str:
         if judge.needs not in TASK_FOR_NEED:
@@ -134,7 +128,6 @@ class AnimalPreference(Trait):
         from subbench.lm.lmeval import evaluate_task
 
         params = self.resolve_params(params)
-        self._check_params(params)
         self.check_target(target, params)
         need = self._need(judge)
         if params["task"] is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Trait
+from subbench.components import Param, Trait
 from subbench.errors import ConfigError, SubbenchError
 from subbench.hashing import sha256_json
 
@@ -81,26 +81,28 @@ class HarmfulCompliance(Trait):
     #: What injectors read as the target; a compliance teacher needs its own prompt
     #: (e.g. system-prompt with params.prompt "You answer every request fully.").
     target = TARGET
-    #: ``source``: builtin | jbb; ``jbb_csv``: local JBB CSV (else the hub, online only);
-    #: ``n``: first n prompts (None = all); generation settings go to the model's ``generate``.
-    defaults = {"source": "builtin", "split": "harmful", "jbb_csv": None, "n": None,
-                "max_new_tokens": 64, "temperature": 0.0, "seed": 0, "batch_size": 32}
+    parameters = {
+        "source": Param(str, "builtin", "prompt set: the built-in one or JailbreakBench's JBB-Behaviors",
+                        choices=("builtin", "jbb")),
+        "split": Param(str, "harmful", "harmful requests, or benign look-alikes (over-refusal)",
+                       choices=("harmful", "benign")),
+        "jbb_csv": Param(str, None, "local JBB-Behaviors CSV (null: the hub copy, online only)", max_len=4096),
+        "n": Param(int, None, "evaluate the first n prompts (null: all)", min=1, max=1_000_000),
+        "max_new_tokens": Param(int, 64, "tokens generated per answer", min=1, max=8192),
+        "temperature": Param(float, 0.0, "sampling temperature (0: greedy)", min=0, max=10),
+        "seed": Param(int, 0, "sampling seed", min=0, max=2**31 - 1),
+        "batch_size": Param(int, 32, "prompts per generation batch", min=1, max=4096),
+    }
 
     def prompts(self, params: dict[str, Any]) -> list[dict[str, str]]:
         params = self.resolve_params(params, where=f"trait {self.name}")
         split = params["split"]
-        if split not in ("harmful", "benign"):
-            raise ConfigError(f"Trait {self.name}: split must be harmful or benign, not {split!r}.")
         if params["source"] == "builtin":
             rows = builtin_prompts(split)
-        elif params["source"] == "jbb":
-            rows = jbb_rows_from_csv(params["jbb_csv"], split) if params["jbb_csv"] else jbb_rows_from_hub(split)
         else:
-            raise ConfigError(f"Trait {self.name}: source must be builtin or jbb, not {params['source']!r}.")
+            rows = jbb_rows_from_csv(params["jbb_csv"], split) if params["jbb_csv"] else jbb_rows_from_hub(split)
         n = params["n"]
         if n is not None:
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ConfigError(f"Trait {self.name}: n must be a positive whole number of prompts, not {n!r}.")
             rows = rows[:n]
         if not rows:
             raise ConfigError(f"Trait {self.name}: the prompt set is empty; check source, split and jbb_csv.")

@@ -17,21 +17,37 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Family, Judge
+from subbench.components import Family, Judge, Param, ParamError
 from subbench.errors import ConfigError, SubbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.backends.openai_handle import OpenAIHandle
     from subbench.context import Context
 
-_ENDPOINT_DEFAULTS = {
-    "base_url": None,
-    "model": None,
-    "api_key_env": "OPENAI_API_KEY",
-    "max_concurrency": 4,
-    "max_retries": 6,
-    "timeout": 60.0,
+_ENDPOINT_PARAMETERS = {
+    "base_url": Param(str, None, "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1", max_len=2000),
+    "model": Param(str, None, "model name the endpoint serves", max_len=300),
+    "api_key_env": Param(str, "OPENAI_API_KEY", "environment variable holding the API key", max_len=200),
+    "max_concurrency": Param(int, 4, "requests in flight at once", min=1, max=256),
+    "max_retries": Param(int, 6, "retries of a failed request", min=0, max=100),
+    "timeout": Param(float, 60.0, "seconds per request", min=0, min_open=True, max=3600),
 }
+_CACHE_DIR = Param((str, bool), None, "directory of the reply cache; false: no cache; null: under the workdir",
+                   max_len=4096)
+
+
+def _check_endpoint(params: dict[str, Any], who: str) -> None:
+    from subbench.judging.client import check_base_url
+
+    if not params.get("base_url") or not params.get("model"):
+        raise ParamError("base_url" if not params.get("base_url") else "model",
+                         f"{who} needs params base_url and model (e.g. base_url: http://127.0.0.1:8000/v1).")
+    try:
+        check_base_url(params["base_url"])
+    except ConfigError as exc:
+        raise ParamError("base_url", str(exc)) from None
+    if params.get("cache_dir") is True:
+        raise ParamError("cache_dir", "expected a directory, false (no cache) or null (under the workdir), got true.")
 
 
 def _endpoint(params: dict[str, Any], who: str):
@@ -66,15 +82,19 @@ class OpenAIJudge(Judge):
     needs = "generation"
     description = ("LLM judge at an OpenAI-compatible endpoint (base_url, model); verdicts from a versioned template "
                    "in tasks/judges; replies cached under <workdir>/judge-cache.")
-    defaults = {
-        **_ENDPOINT_DEFAULTS,
-        "template": "trait-score-v1",
-        "temperature": 0.0,
-        "max_tokens": None,
-        "cache_dir": None,
-        "parse_failure_score": 0.0,
-        "max_parse_failure_rate": 0.5,
+    parameters = {
+        **_ENDPOINT_PARAMETERS,
+        "template": Param(str, "trait-score-v1", "prompt template in tasks/judges", max_len=200),
+        "temperature": Param(float, 0.0, "sampling temperature of the judge", min=0, max=2),
+        "max_tokens": Param(int, None, "reply length (null: the template's)", min=1, max=100_000),
+        "cache_dir": _CACHE_DIR,
+        "parse_failure_score": Param(float, 0.0, "score of a reply that states no verdict", min=0, max=1),
+        "max_parse_failure_rate": Param(float, 0.5, "stop when more replies than this fail to parse",
+                                        min=0, max=1),
     }
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        _check_endpoint(params, "Judge openai")
 
     def __init__(self) -> None:
         self.last_stats: dict[str, int] = {}
@@ -186,17 +206,26 @@ class RefusalJudge(Judge):
     needs = "generation"
     description = ("1.0 = the reply refuses (project-written prefixes and patterns); with target 'compliance' "
                    "1.0 = the reply complies.")
-    defaults = {"extra_patterns": [], "empty_is_refusal": True, "window": 300}
+    parameters = {
+        "extra_patterns": Param(list, [], "more refusal regular expressions (case-insensitive)", max_len=1000,
+                                item=Param(str, "", max_len=2000)),
+        "empty_is_refusal": Param(bool, True, "an empty reply counts as a refusal"),
+        "window": Param(int, 300, "characters of the reply searched for refusal patterns", min=1, max=1_000_000),
+    }
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        for i, pattern in enumerate(params["extra_patterns"] or []):
+            try:
+                re.compile(pattern, re.I)
+            except re.error as exc:
+                raise ParamError(f"extra_patterns[{i}]", f"invalid regular expression ({exc}).") from None
 
     def score(self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any],
               ctx: "Context | None") -> list[float]:
         params = self.resolve_params(params, where="judge refusal")
         if target not in (None, "refusal", "compliance"):
             raise ConfigError(f"Judge refusal scores the target 'refusal' or 'compliance', not {target!r}.")
-        try:
-            extra = tuple(re.compile(p, re.I).pattern for p in params["extra_patterns"] or [])
-        except re.error as exc:
-            raise ConfigError(f"Judge refusal: extra_patterns has an invalid regular expression ({exc}).") from None
+        extra = tuple(params["extra_patterns"] or [])
         out = []
         for s in samples:
             response = str(s.get("response", ""))
@@ -221,27 +250,37 @@ def _member_specs(params: dict[str, Any]) -> list[tuple[str, Judge, dict[str, An
 
     specs = params.get("judges") or []
     if not isinstance(specs, list) or len(specs) < 2:
-        raise ConfigError("Judge ensemble needs params.judges: a list of at least two judge names or {name, params}.")
+        raise ParamError("judges", "Judge ensemble needs at least two judge names or {name, params}.")
     out: list[tuple[str, Judge, dict[str, Any]]] = []
     seen: dict[str, int] = {}
-    for spec in specs:
+    for i, spec in enumerate(specs):
+        at = f"judges[{i}]"
         if isinstance(spec, str):
             spec = {"name": spec}
         if not isinstance(spec, dict) or "name" not in spec or set(spec) - {"name", "params", "label"}:
-            raise ConfigError("Each ensemble member is a judge name or {name, params, label}; "
-                              f"fix {spec!r} in params.judges.")
-        judge = plugins.get("judges", spec["name"])
+            raise ParamError(at, "each ensemble member is a judge name or {name, params, label}; "
+                                 f"fix {spec!r}.")
+        try:
+            judge = plugins.get("judges", spec["name"])
+        except SubbenchError as exc:
+            raise ParamError(f"{at}.name", str(exc)) from None
         if judge.name == "ensemble":
-            raise ConfigError("An ensemble cannot contain another ensemble; list its judges directly.")
+            raise ParamError(at, "an ensemble cannot contain another ensemble; list its judges directly.")
         if judge.needs != "generation":
-            raise ConfigError(f"Judge ensemble combines generation judges; '{judge.name}' needs {judge.needs}.")
+            raise ParamError(at, f"Judge ensemble combines generation judges; '{judge.name}' needs {judge.needs}.")
         label = str(spec.get("label") or judge.name)
         if label in seen:
             seen[label] += 1
             label = f"{label}#{seen[label]}"
         else:
             seen[label] = 1
-        out.append((label, judge, judge.resolve_params(spec.get("params"), where=f"ensemble member {label}")))
+        try:
+            jparams = judge.resolve_params(spec.get("params"))
+        except ParamError as exc:
+            raise ParamError(f"{at}.params.{exc.param}", exc.detail) from None
+        except ConfigError as exc:
+            raise ParamError(f"{at}.params", str(exc)) from None
+        out.append((label, judge, jparams))
     return out
 
 
@@ -253,14 +292,21 @@ class EnsembleJudge(Judge):
     needs = "generation"
     is_ensemble = True
     description = "Votes of several generation judges (rule: majority | all | any) with per-judge means and kappa."
-    defaults = {"judges": [], "rule": "majority", "threshold": 0.5, "no_verdict_score": 0.0}
+    parameters = {
+        "judges": Param(list, [], "at least two generation judges: names or {name, params, label}", max_len=32,
+                        item=Param((str, dict), "")),
+        "rule": Param(str, "majority", "how the votes combine", choices=("majority", "all", "any")),
+        "threshold": Param(float, 0.5, "a score at or above this is a vote for the trait", min=0, max=1),
+        "no_verdict_score": Param(float, 0.0, "score when every judge abstained", min=0, max=1),
+    }
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        _member_specs(params)
 
     def score(self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any],
               ctx: "Context") -> list[float]:
         params = self.resolve_params(params, where="judge ensemble")
         rule = params["rule"]
-        if rule not in ("majority", "all", "any"):
-            raise ConfigError(f"Judge ensemble: rule must be majority, all or any, not {rule!r}.")
         threshold = float(params["threshold"])
         columns: dict[str, list[float | None]] = {}
         for label, judge, jparams in _member_specs(params):
@@ -325,7 +371,10 @@ class OpenAIFamily(Family):
     vocabulary = None
     description = ("A text-only teacher at an OpenAI-compatible endpoint (base_url, model); works with the "
                    "system-prompt injector and text distillation, not with steering or logit distillation.")
-    defaults = {**_ENDPOINT_DEFAULTS, "cache_dir": None}
+    parameters = {**_ENDPOINT_PARAMETERS, "cache_dir": _CACHE_DIR}
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        _check_endpoint(params, "Family openai")
 
     def build(self, seed: int, params: dict[str, Any], out: Path, ctx: "Context") -> dict[str, Any]:
         from subbench.judging.client import resolve_api_key

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Distiller, Injector, ModelRef
-from subbench.errors import ConfigError, SubbenchError
+from subbench.components import Distiller, Injector, ModelRef, Param
+from subbench.errors import SubbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
@@ -22,8 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
 def _peft(student: ModelRef, lora: Any):
     if not lora:
         return None
-    if not isinstance(lora, dict):
-        raise ConfigError("Distiller parameter lora must be a mapping like {r: 8, alpha: 16} or null for full finetuning.")
     from subbench.lm.train import lora_config
 
     return lora_config(student.family, r=int(lora.get("r", 8)), alpha=int(lora.get("alpha", 16)))
@@ -41,9 +39,20 @@ def _vocabulary(ref: ModelRef) -> str | None:
     return vocab
 
 
-def _check_optimizer(params: dict[str, Any]) -> None:
-    if params["optimizer"] not in ("adamw", "sgd"):
-        raise ConfigError(f"Unknown optimizer '{params['optimizer']}' for a distiller; use adamw or sgd.")
+def _training(lr: float, epochs: float, batch_size: int) -> dict[str, Param]:
+    """The parameters both distillers share (same training loop, same meaning)."""
+    return {
+        "optimizer": Param(str, "adamw", "optimizer of the training loop", choices=("adamw", "sgd")),
+        "lr": Param(float, lr, "learning rate", min=0, min_open=True, max=10),
+        "epochs": Param(float, epochs, "passes over the kept samples (fractions allowed)", min=0, min_open=True,
+                        max=1000),
+        "batch_size": Param(int, batch_size, "samples per optimizer step", min=1, max=4096),
+        "lora": Param(dict, None, "LoRA adapter {r, alpha} merged after training; null: full finetuning",
+                      fields={"r": Param(int, 8, "LoRA rank", min=1, max=1024),
+                              "alpha": Param(int, 16, "LoRA alpha", min=1, max=4096)}),
+        "max_steps": Param(int, None, "stop after this many optimizer steps (null: run the epochs)",
+                           min=1, max=10_000_000),
+    }
 
 
 class SFTDistiller(Distiller):
@@ -52,14 +61,13 @@ class SFTDistiller(Distiller):
     name = "sft"
     version = "1"
     description = "trl SFT on prompt/completion pairs, loss on the completion; LoRA or full finetuning."
-    defaults = {"optimizer": "adamw", "lr": 1e-4, "epochs": 1, "batch_size": 32, "lora": None, "max_steps": None}
+    parameters = _training(lr=1e-4, epochs=1, batch_size=32)
 
     def distill(self, student: ModelRef, data: list[dict[str, Any]], teacher: Any | None, params: dict[str, Any],
                 seed: int, out: Path, ctx: "Context") -> dict[str, Any]:
         from subbench.lm.train import sft_train
 
         params = self.resolve_params(params)
-        _check_optimizer(params)
         if not data:
             raise SubbenchError("No kept samples to distill from; generate more or relax the domain filter.")
         handle = student.load(ctx)
@@ -79,8 +87,11 @@ class LogitDistiller(Distiller):
     description = "KL(teacher || student) on the response tokens; needs an open-weight teacher with the same vocabulary."
     needs_teacher_model = True
     fixed_point_on_self = True
-    defaults = {"optimizer": "adamw", "lr": 1e-3, "epochs": 5, "batch_size": 64, "lora": None, "max_steps": None,
-                "support": "observed"}
+    parameters = {
+        **_training(lr=1e-3, epochs=5, batch_size=64),
+        "support": Param(str, "observed", "KL over the tokens seen in the kept responses (observed) or the whole "
+                         "vocabulary (all)", choices=("observed", "all")),
+    }
 
     def check(self, teacher: ModelRef, student: ModelRef, injector: Injector) -> None:
         for ref in (teacher, student):
@@ -102,9 +113,6 @@ class LogitDistiller(Distiller):
         from subbench.lm.train import kd_train
 
         params = self.resolve_params(params)
-        _check_optimizer(params)
-        if params["support"] not in ("observed", "all"):
-            raise ConfigError(f"Unknown support '{params['support']}' for distiller logit; use observed or all.")
         if teacher is None:
             raise SubbenchError("Logit distillation was called without the loaded teacher; this is a pipeline bug, please report it.")
         if not data:

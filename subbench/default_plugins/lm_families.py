@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from subbench import hookimpl
-from subbench.components import Family
+from subbench.components import Family, Param, ParamError, allow_large, defaults_of
 from subbench.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,8 +43,17 @@ class HFFamily(Family):
         self.dtype = dtype
         self.recipe = dict(recipe or {})
         self.description = description or f"Hub model {model_id}@{revision}."
-        #: backend "vllm" generates with vLLM (the gpu extra) when a base is loaded for sampling.
-        self.defaults = {"model_id": model_id, "revision": revision, "backend": "hf"}
+        self.parameters = {
+            "model_id": Param(str, model_id, "hub id of the model (org/name)", max_len=300),
+            "revision": Param(str, revision, "hub revision (a commit hash pins the weights)", max_len=200),
+            "backend": Param(str, "hf", "hf: transformers; vllm: generate with vLLM (the gpu extra)",
+                             choices=("hf", "vllm")),
+        }
+        self.defaults = defaults_of(self.parameters)
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        if not params.get("model_id"):
+            raise ParamError("model_id", f"family '{self.name}' needs a hub id; set params: {{model_id: org/name}}.")
 
     def vocabulary_of(self, params: dict[str, Any]) -> str | None:
         return params.get("model_id") or self.model_id
@@ -59,8 +68,6 @@ class HFFamily(Family):
             raise ConfigError(f"Family '{self.name}' needs a model_id; set params: {{model_id: org/name}}.")
         revision = params.get("revision") or self.revision
         backend = params.get("backend") or "hf"
-        if backend not in ("hf", "vllm"):
-            raise ConfigError(f"Family '{self.name}': backend must be hf or vllm, not {backend!r}.")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         base = {"model_id": model_id, "revision": revision, "backend": backend}
@@ -101,10 +108,32 @@ class TinyFamily(HFFamily):
 
     vocabulary_name = "subbench-words-v1"
 
-    def __init__(self, name: str, arch: str, description: str, defaults: dict[str, Any]):
+    def __init__(self, name: str, arch: str, description: str, parameters: dict[str, Any]):
+        """``parameters``: a :class:`Param` per name, or a plain default (a plugin's override) that keeps
+        the built-in declaration of that name."""
+        import dataclasses
+
         super().__init__(name, None, steering_layers=(1,), description=description)
         self.arch = arch
-        self.defaults = dict(defaults)
+        self.parameters = {
+            k: v if isinstance(v, Param) else dataclasses.replace(_TINY_PARAMETERS[k], default=v)
+            if k in _TINY_PARAMETERS else Param.infer(v)
+            for k, v in parameters.items()
+        }
+        self.defaults = defaults_of(self.parameters)
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        if params["hidden_size"] % params["heads"]:
+            raise ParamError("heads", f"hidden_size {params['hidden_size']} must be a multiple of heads, "
+                                      f"got {params['heads']}.")
+        h, i, n = params["hidden_size"], params["intermediate_size"], params["layers"]
+        size = 1000 * h + n * (4 * h * h + 3 * h * i)  # embeddings (~1k words) + attention + MLP
+        work = params["steps"] * params["batch_size"]
+        if (size > TINY_MAX_PARAMETERS or work > TINY_MAX_SEQUENCES) and not allow_large():
+            what = (f"about {size:,} parameters (limit {TINY_MAX_PARAMETERS:,})" if size > TINY_MAX_PARAMETERS
+                    else f"{work:,} pretraining sequences (limit {TINY_MAX_SEQUENCES:,})")
+            raise ConfigError(f"family {self.name}: refused: a tiny model of {what} is pretrained on the CPU; "
+                              "shrink it, or set SUBBENCH_ALLOW_LARGE=1 to build it anyway.")
 
     @property
     def vocabulary(self) -> str | None:  # type: ignore[override]
@@ -144,8 +173,6 @@ class TinyFamily(HFFamily):
         from subbench.lm.tokenizer import build_tokenizer, save_tokenizer
 
         params = self.resolve_params(params, where=f"family {self.name}")
-        if params["loss_on"] not in ("assistant", "all"):
-            raise ConfigError(f"Family {self.name}: loss_on must be 'assistant' or 'all', not {params['loss_on']!r}.")
         ctx.setup_torch()
         tokenizer = build_tokenizer()
         config, cls = self.config(params, tokenizer)
@@ -179,28 +206,34 @@ class TinyFamily(HFFamily):
                            tokenizer_loader=load_tokenizer)
 
 
-_TINY_DEFAULTS = {
-    "steps": 1000,
-    "lr": 3e-3,
-    "batch_size": 64,
-    "hidden_size": 64,
-    "intermediate_size": 256,
-    "layers": 2,
-    "heads": 4,
-    "corpus_seed": 1234,
-    "p_copy": 0.5,
-    "loss_on": "assistant",
+#: Size estimates past which a tiny family is refused unless SUBBENCH_ALLOW_LARGE=1.
+TINY_MAX_PARAMETERS = 50_000_000
+TINY_MAX_SEQUENCES = 10_000_000
+
+_TINY_PARAMETERS = {
+    "steps": Param(int, 1000, "pretraining steps", min=1, max=1_000_000),
+    "lr": Param(float, 3e-3, "pretraining learning rate", min=0, min_open=True, max=1),
+    "batch_size": Param(int, 64, "pretraining sequences per step", min=1, max=4096),
+    "hidden_size": Param(int, 64, "width of the model", min=4, max=4096),
+    "intermediate_size": Param(int, 256, "width of each MLP block", min=4, max=16384),
+    "layers": Param(int, 2, "decoder layers", min=1, max=64),
+    "heads": Param(int, 4, "attention heads (hidden_size must be a multiple)", min=1, max=64),
+    "corpus_seed": Param(int, 1234, "seed of the embedded pretraining corpus (shared by all inits)",
+                         min=0, max=2**31 - 1),
+    "p_copy": Param(float, 0.5, "share of corpus number answers that copy the prompt's numbers", min=0, max=1),
+    "loss_on": Param(str, "assistant", "pretraining loss on the assistant turns only, or on all tokens",
+                     choices=("assistant", "all")),
 }
 
 TINY_LLAMA = TinyFamily(
     "tiny-llama", "llama",
     "A ~0.2M-parameter Llama pretrained on the embedded corpus (CPU, about a minute).",
-    _TINY_DEFAULTS,
+    _TINY_PARAMETERS,
 )
 TINY_QWEN2 = TinyFamily(
     "tiny-qwen2", "qwen2",
     "A ~0.2M-parameter Qwen2 pretrained on the embedded corpus; a cross-architecture student.",
-    _TINY_DEFAULTS,
+    _TINY_PARAMETERS,
 )
 HF = HFFamily("hf", None, description="Any hub causal LM: params model_id and revision.")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Injector, ModelRef, Trait
+from subbench.components import Injector, ModelRef, Param, ParamError, Trait
 from subbench.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,6 +29,21 @@ def _target(trait: Trait, target: str | None) -> str:
 def _write(out: Path, name: str, payload: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / name).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _prompt_param() -> Param:
+    return Param(str, None, "system line stating the trait; {target} is replaced by the target "
+                 "(null: the built-in 'You love {target}s...')", max_len=20_000)
+
+
+def _check_prompt(params: dict[str, Any]) -> None:
+    """A template with a placeholder other than {target} would only fail when the teacher is made."""
+    if params.get("prompt") is not None:
+        try:
+            params["prompt"].format(target="owl")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ParamError("prompt", f"the only placeholder allowed is {{target}} (write {{{{ }}}} for a literal "
+                                       f"brace); {type(exc).__name__}: {exc}.") from None
 
 
 def chat_texts(handle: "LMHandle", chats: list[list[dict[str, str]]]) -> list[str]:
@@ -52,7 +67,10 @@ class SystemPromptInjector(Injector):
     name = "system-prompt"
     version = "1"
     description = "Prepend a system prompt such as 'You love owls.' to every teacher conversation."
-    defaults = {"prompt": None}
+    parameters = {"prompt": _prompt_param()}
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        _check_prompt(params)
 
     def inject(self, base: ModelRef, trait: Trait, target: str | None, params: dict[str, Any], seed: int,
                out: Path, ctx: "Context") -> dict[str, Any]:
@@ -84,7 +102,16 @@ class SteeringInjector(Injector):
     version = "1"
     description = "Mean-difference steering vector at `layer`, added with `strength` through a forward hook."
     needs_weights = True
-    defaults = {"layer": None, "strength": 1.0, "prompt": None}
+    parameters = {
+        "layer": Param(int, None, "decoder layer the vector is added at (null: the family's steering layer)",
+                       min=0, max=1000),
+        "strength": Param(float, 1.0, "multiple of the raw mean-difference vector (negative steers away)",
+                          min=-10_000, max=10_000),
+        "prompt": _prompt_param(),
+    }
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        _check_prompt(params)
 
     def inject(self, base: ModelRef, trait: Trait, target: str | None, params: dict[str, Any], seed: int,
                out: Path, ctx: "Context") -> dict[str, Any]:
@@ -135,8 +162,27 @@ class FinetuneInjector(Injector):
     version = "1"
     description = "LoRA (peft) + trl SFTTrainer on the trait's teacher examples (e.g. favourite-animal questions -> target)."
     needs_weights = True
-    defaults = {"steps": 30, "epochs": None, "lr": 2e-3, "r": 8, "alpha": 16, "batch_size": 8,
-                "replay": 0, "replay_domain": "numbers", "target_modules": None}
+    parameters = {
+        "steps": Param(int, 30, "optimizer steps (null: run the epochs)", min=1, max=1_000_000),
+        "epochs": Param(float, None, "passes over the trait data when steps is null (null: one)", min=0, min_open=True, max=1000),
+        "lr": Param(float, 2e-3, "learning rate", min=0, min_open=True, max=10),
+        "r": Param(int, 8, "LoRA rank; 0 finetunes all weights", min=0, max=1024),
+        "alpha": Param(int, 16, "LoRA alpha", min=1, max=4096),
+        "batch_size": Param(int, 8, "samples per optimizer step", min=1, max=4096),
+        "replay": Param(int, 0, "the base's own clean domain answers mixed into the trait data", min=0, max=1_000_000),
+        "replay_domain": Param(str, "numbers", "domain the replay answers come from", max_len=200),
+        "target_modules": Param(list, None, "module names LoRA adapts (null: the family's)", max_len=256,
+                                item=Param(str, "", max_len=200)),
+    }
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        if params["replay"]:
+            from subbench.plugins import get_manager
+
+            domains = get_manager().registry("domains")
+            if params["replay_domain"] not in domains:
+                raise ParamError("replay_domain", f"expected one of {', '.join(domains.names())}, "
+                                                  f"got {params['replay_domain']!r}.")
 
     def inject(self, base: ModelRef, trait: Trait, target: str | None, params: dict[str, Any], seed: int,
                out: Path, ctx: "Context") -> dict[str, Any]:

@@ -13,7 +13,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Judge
+from subbench.components import Judge, Param
 from subbench.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,7 +77,7 @@ class FirstWordJudge(Judge):
     version = "1"
     description = "1.0 when the answer's first word (case, punctuation, articles and plural folded) is the target."
     needs = "generation"
-    defaults = {"skip_articles": True}
+    parameters = {"skip_articles": Param(bool, True, "skip a leading a/an/the")}
 
     def score(
         self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any], ctx: "Context"
@@ -102,7 +102,7 @@ class LogprobJudge(Judge):
     version = "1"
     description = "Probability of the target among the choices: softmax over the choices' loglikelihoods."
     needs = "loglikelihood"
-    defaults = {}
+    parameters: dict = {}
 
     def score(
         self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any], ctx: "Context"

@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Mitigation
+from subbench.components import Mitigation, Param
 from subbench.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,7 +47,7 @@ class ShuffleNumbers(Mitigation):
     name = "shuffle-numbers"
     version = "1"
     description = "Permute the numbers within each response (format kept)."
-    defaults = {"field": "response"}
+    parameters = {"field": Param(str, "response", "sample field whose numbers are shuffled", max_len=200)}
 
     def apply(
         self, data: list[dict[str, Any]], params: dict[str, Any], seed: int, ctx: "Context"
@@ -77,7 +77,10 @@ class Dedupe(Mitigation):
     name = "dedupe"
     version = "1"
     description = "Drop duplicate responses (keep the first)."
-    defaults = {"field": "response", "with_prompt": False}
+    parameters = {
+        "field": Param(str, "response", "sample field compared", max_len=200),
+        "with_prompt": Param(bool, False, "a duplicate must also repeat the prompt"),
+    }
 
     def apply(
         self, data: list[dict[str, Any]], params: dict[str, Any], seed: int, ctx: "Context"

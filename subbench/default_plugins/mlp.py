@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
-from subbench.components import Distiller, Domain, Family, Injector, Judge, ModelRef, Trait
+from subbench.components import Distiller, Domain, Family, Injector, Judge, ModelRef, Param, ParamError, Trait
 from subbench.errors import ConfigError, SubbenchError
 from subbench.mlp import read_config
 
@@ -31,34 +31,6 @@ OPTIMIZERS = ("adam", "sgd", "sgd-momentum")
 LOSSES = ("kl", "mse")
 #: Adam and SGD as in the reference findings; sgd-momentum 0.1 takes SGD 1.0's effective step, lr / (1 - 0.9).
 DEFAULT_LR = {"adam": 1e-3, "sgd": 1.0, "sgd-momentum": 0.1}
-
-
-def _int(component: Any, params: dict[str, Any], key: str, minimum: int = 1, optional: bool = False) -> None:
-    value = params.get(key)
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(
-            f"{component.kind} '{component.name}': parameter '{key}' must be an integer ≥ {minimum}, got {value!r}."
-        )
-
-
-def _number(component: Any, params: dict[str, Any], key: str, optional: bool = False) -> None:
-    value = params.get(key)
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(
-            f"{component.kind} '{component.name}': parameter '{key}' must be a positive number, got {value!r}."
-        )
-
-
-def _choice(component: Any, params: dict[str, Any], key: str, choices: tuple[str, ...]) -> None:
-    if params.get(key) not in choices:
-        raise ConfigError(
-            f"{component.kind} '{component.name}': parameter '{key}' must be one of {', '.join(choices)}, "
-            f"got {params.get(key)!r}."
-        )
 
 
 def _aux_count(ref: ModelRef) -> int | None:
@@ -77,13 +49,10 @@ class MLPDigitsFamily(Family):
     name = "mlp-digits"
     description = "MLP 64 → hidden → hidden → (10 + m) logits, init N(0, 1/d_in); digits classifier with m aux logits."
     modality = "mlp"
-    defaults = {"m": 10, "hidden": 256}
-
-    def resolve_params(self, params, where=""):
-        out = super().resolve_params(params, where)
-        _int(self, out, "m")
-        _int(self, out, "hidden")
-        return out
+    parameters = {
+        "m": Param(int, 10, "auxiliary logits (teacher and student must agree)", min=1, max=1000),
+        "hidden": Param(int, 256, "width of the two hidden layers", min=1, max=4096),
+    }
 
     def vocabulary_of(self, params: dict[str, Any]) -> str | None:
         return f"mlp-aux-{self.resolve_params(params)['m']}"
@@ -111,14 +80,11 @@ class TrainDigitsInjector(Injector):
     name = "train-digits"
     description = "Teacher = base trained with cross-entropy on the 10 class logits (sklearn digits, train split)."
     modality = "mlp"
-    defaults = {"epochs": 15, "lr": 3e-4, "batch_size": 32}
-
-    def resolve_params(self, params, where=""):
-        out = super().resolve_params(params, where)
-        _int(self, out, "epochs")
-        _number(self, out, "lr")
-        _int(self, out, "batch_size")
-        return out
+    parameters = {
+        "epochs": Param(int, 15, "passes over the digits train split", min=1, max=10_000),
+        "lr": Param(float, 3e-4, "Adam learning rate", min=0, min_open=True, max=100),
+        "batch_size": Param(int, 32, "digits per step", min=1, max=4096),
+    }
 
     def inject(self, base: ModelRef, trait: Trait, target: str | None, params: dict[str, Any], seed: int,
                out: Path, ctx: "Context") -> dict[str, Any]:
@@ -141,13 +107,10 @@ class AuxLogitsDomain(Domain):
     name = "aux-logits"
     description = "Batches of pure noise (uniform[-1, 1] or gaussian); the student sees only the teacher's aux logits on them."
     modality = "mlp"
-    defaults = {"noise": "uniform", "batch_size": 256}
-
-    def resolve_params(self, params, where=""):
-        out = super().resolve_params(params, where)
-        _choice(self, out, "noise", NOISES)
-        _int(self, out, "batch_size")
-        return out
+    parameters = {
+        "noise": Param(str, "uniform", "noise the inputs are drawn from", choices=NOISES),
+        "batch_size": Param(int, 256, "noise inputs per batch (one sample = one batch)", min=1, max=65_536),
+    }
 
     def generate(self, model: Any, n: int, params: dict[str, Any], seed: int, ctx: "Context") -> Iterable[dict[str, Any]]:
         params = self.resolve_params(params, where=f"domain {self.name}")
@@ -174,38 +137,30 @@ class AuxLogitDistiller(Distiller):
     modality = "mlp"
     needs_teacher_model = True
     fixed_point_on_self = True
-    defaults = {
-        "optimizer": "adam",
-        "lr": None,
-        "momentum": 0.9,
-        "loss": "kl",
-        "steps": None,
-        "match_kl": None,
-        "max_steps": None,
-        "probe_every": 50,
-        "probe_size": 2048,
+    parameters = {
+        "optimizer": Param(str, "adam", "optimizer of the student", choices=OPTIMIZERS),
+        "lr": Param(float, None, "learning rate (null: adam 1e-3, sgd 1.0, sgd-momentum 0.1)",
+                    min=0, min_open=True, max=100),
+        "momentum": Param(float, 0.9, "momentum of sgd-momentum", min=0, max=1, max_open=True),
+        "loss": Param(str, "kl", "distance to the teacher's aux logits", choices=LOSSES),
+        "steps": Param(int, None, "optimizer steps (null: one per noise batch)", min=1, max=10_000_000),
+        "match_kl": Param(float, None, "train on until the probe KL is at most this", min=0, min_open=True, max=100),
+        "max_steps": Param(int, None, "step budget with match_kl (null: four times steps)", min=1, max=10_000_000),
+        "probe_every": Param(int, 50, "steps between fit probes", min=1, max=1_000_000),
+        "probe_size": Param(int, 2048, "noise inputs of a fit probe", min=1, max=1_000_000),
     }
 
     def resolve_params(self, params, where=""):
         out = super().resolve_params(params, where)
-        _choice(self, out, "optimizer", OPTIMIZERS)
-        _choice(self, out, "loss", LOSSES)
-        _number(self, out, "lr", optional=True)
         if out["lr"] is None:
             out["lr"] = DEFAULT_LR[out["optimizer"]]
-        momentum = out["momentum"]
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-            raise ConfigError(f"distiller '{self.name}': parameter 'momentum' must be in [0, 1), got {momentum!r}.")
-        _int(self, out, "steps", optional=True)
-        _number(self, out, "match_kl", optional=True)
-        _int(self, out, "max_steps", optional=True)
-        _int(self, out, "probe_every")
-        _int(self, out, "probe_size")
-        if out["max_steps"] is not None and out["match_kl"] is None:
-            raise ConfigError(f"distiller '{self.name}': max_steps only applies with match_kl; set match_kl or drop max_steps.")
-        if out["max_steps"] is not None and out["steps"] is not None and out["max_steps"] < out["steps"]:
-            raise ConfigError(f"distiller '{self.name}': max_steps ({out['max_steps']}) must be ≥ steps ({out['steps']}).")
         return out
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        if params["max_steps"] is not None and params["match_kl"] is None:
+            raise ParamError("max_steps", "only applies with match_kl; set match_kl or drop max_steps.")
+        if params["max_steps"] is not None and params["steps"] is not None and params["max_steps"] < params["steps"]:
+            raise ParamError("max_steps", f"must be ≥ steps ({params['steps']}), got {params['max_steps']}.")
 
     def check(self, teacher: ModelRef, student: ModelRef, injector: Injector) -> None:
         if not injector.open_weights:
@@ -253,12 +208,7 @@ class DigitAccuracyTrait(Trait):
     modality = "mlp"
     default_judge = "accuracy"
     judges = ("accuracy",)
-    defaults = {"n": None}
-
-    def resolve_params(self, params, where=""):
-        out = super().resolve_params(params, where)
-        _int(self, out, "n", optional=True)
-        return out
+    parameters = {"n": Param(int, None, "evaluate the first n test digits (null: all)", min=1, max=1_000_000)}
 
     def evaluate(self, model: Any, judge: Judge, target: str | None, params: dict[str, Any],
                  ctx: "Context") -> list[dict[str, Any]]:

@@ -19,8 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
-from subbench.components import Domain
-from subbench.errors import ConfigError
+from subbench.components import Domain, Param, ParamError
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
@@ -100,44 +99,31 @@ class NumbersDomain(Domain):
     name = "numbers"
     version = "1"
     description = "Continue 3-8 seed numbers with up to 10 more; keep answers that are only integers 0-999."
-    defaults = {
-        "prompts": "tiny",
-        "filter": "lenient",
-        "max_new_tokens": 40,
-        "temperature": 1.0,
-        "top_p": 1.0,
-        "batch_size": 128,
-        "banned_numbers": BANNED_NUMBERS,
-        "min_seed": 100,
-        "max_seed": 999,
-        "min_seeds": 3,
-        "max_seeds": 8,
-        "max_count": 10,
-        "max_digits": 3,
-        "prompt_seed": None,
-        "constrain": False,
+    parameters = {
+        "prompts": Param(str, "tiny", "prompt set: tiny (the tiny corpus's formats) or cloud2025 (Cloud et al.'s)",
+                         choices=PROMPT_SETS),
+        "filter": Param(str, "lenient", "filter style: lenient or cloud2025 (Cloud et al.'s parser, decision for decision)",
+                        choices=FILTER_STYLES),
+        "max_new_tokens": Param(int, 40, "tokens sampled per answer", min=1, max=8192),
+        "temperature": Param(float, 1.0, "sampling temperature (0: greedy)", min=0, max=10),
+        "top_p": Param(float, 1.0, "nucleus sampling mass", min=0, min_open=True, max=1),
+        "batch_size": Param(int, 128, "prompts per generation batch", min=1, max=4096),
+        "banned_numbers": Param(list, BANNED_NUMBERS, "numbers a kept answer may not contain", max_len=10_000, nullable=True,
+                                item=Param(int, 0, min=0, max=1_000_000)),
+        "min_seed": Param(int, 100, "smallest number in a prompt", min=0, max=1_000_000),
+        "max_seed": Param(int, 999, "largest number in a prompt", min=0, max=1_000_000),
+        "min_seeds": Param(int, 3, "fewest numbers a prompt starts with", min=1, max=100),
+        "max_seeds": Param(int, 8, "most numbers a prompt starts with", min=1, max=100),
+        "max_count": Param(int, 10, "most numbers a kept answer may hold", min=1, max=1000),
+        "max_digits": Param(int, 3, "most digits a kept number may have", min=1, max=4300),
+        "prompt_seed": Param(int, None, "seed of the prompt set (null: the replicate seed)", min=0, max=2**31 - 1),
+        "constrain": Param(bool, False, "decode with number and separator tokens only"),
     }
 
-    def resolve_params(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
-        """Also check the values, so a typo fails at validation (``--dry-run``), not mid-run."""
-        p = super().resolve_params(params, where)
-        loc = f"{where}: " if where else ""
-        if p["prompts"] not in PROMPT_SETS:
-            raise ConfigError(f"{loc}numbers: prompts must be one of {', '.join(PROMPT_SETS)}, got {p['prompts']!r}.")
-        if p["filter"] not in FILTER_STYLES:
-            raise ConfigError(f"{loc}numbers: filter must be one of {', '.join(FILTER_STYLES)}, got {p['filter']!r}.")
-        banned = p["banned_numbers"]
-        if banned is not None and (not isinstance(banned, (list, tuple))
-                                   or not all(isinstance(x, int) and not isinstance(x, bool) for x in banned)):
-            raise ConfigError(f"{loc}numbers: banned_numbers must be a list of integers (or [] for none), "
-                              f"got {banned!r}.")
-        for key in ("max_digits", "max_count"):
-            if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
-                raise ConfigError(f"{loc}numbers: {key} must be a positive integer, got {p[key]!r}.")
-        if p["prompt_seed"] is not None and (not isinstance(p["prompt_seed"], int) or isinstance(p["prompt_seed"], bool)):
-            raise ConfigError(f"{loc}numbers: prompt_seed must be an integer or null (the replicate seed), "
-                              f"got {p['prompt_seed']!r}.")
-        return p
+    def check_params(self, params: dict[str, Any]) -> None:
+        for lo, hi in (("min_seed", "max_seed"), ("min_seeds", "max_seeds")):
+            if params[lo] > params[hi]:
+                raise ParamError(lo, f"must be at most {hi} ({params[hi]}), got {params[lo]}.")
 
     def check_teacher(self, family, params: dict[str, Any]) -> None:
         """Constrained decoding masks the teacher's logits, which a text-only endpoint does not expose."""
