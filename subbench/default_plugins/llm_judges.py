@@ -27,11 +27,25 @@ if TYPE_CHECKING:  # pragma: no cover
 _ENDPOINT_DEFAULTS = {
     "base_url": None,
     "model": None,
-    "api_key_env": "OPENAI_API_KEY",
+    # None: the key the user allowed for base_url's host (OPENAI_API_KEY for api.openai.com). A
+    # name here is honoured only if the user allowed that variable for that host (docs/security.md).
+    "api_key_env": None,
     "max_concurrency": 4,
     "max_retries": 6,
     "timeout": 60.0,
 }
+
+
+def _check_endpoint_params(params: dict[str, Any]) -> dict[str, Any]:
+    """At validation: a base_url that is a plain URL, and no key the user has not allowed for its host."""
+    from subbench.judging.client import check_base_url, key_env_for
+
+    if params.get("base_url"):
+        env = params.get("api_key_env")
+        if env is not None and not isinstance(env, str):
+            raise ConfigError(f"api_key_env must name an environment variable, not {env!r}.")
+        key_env_for(check_base_url(params["base_url"]), env)
+    return params
 
 
 def _endpoint(params: dict[str, Any], who: str):
@@ -40,7 +54,7 @@ def _endpoint(params: dict[str, Any], who: str):
     if not params.get("base_url") or not params.get("model"):
         raise ConfigError(f"{who} needs params base_url and model (e.g. base_url: http://127.0.0.1:8000/v1).")
     return Endpoint(base_url=params["base_url"], model=str(params["model"]),
-                    api_key_env=params.get("api_key_env") or "OPENAI_API_KEY",
+                    api_key_env=params.get("api_key_env") or None,
                     max_concurrency=int(params["max_concurrency"]), max_retries=int(params["max_retries"]),
                     timeout=float(params["timeout"]))
 
@@ -78,6 +92,9 @@ class OpenAIJudge(Judge):
 
     def __init__(self) -> None:
         self.last_stats: dict[str, int] = {}
+
+    def resolve_params(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
+        return _check_endpoint_params(super().resolve_params(params, where))
 
     def template(self, params: dict[str, Any]):
         from subbench.judging.templates import load_template
@@ -255,6 +272,12 @@ class EnsembleJudge(Judge):
     description = "Votes of several generation judges (rule: majority | all | any) with per-judge means and kappa."
     defaults = {"judges": [], "rule": "majority", "threshold": 0.5, "no_verdict_score": 0.0}
 
+    def resolve_params(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
+        out = super().resolve_params(params, where)
+        if out.get("judges"):
+            _member_specs(out)  # members' params (endpoints and keys included) checked at validation too
+        return out
+
     def score(self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any],
               ctx: "Context") -> list[float]:
         params = self.resolve_params(params, where="judge ensemble")
@@ -326,6 +349,9 @@ class OpenAIFamily(Family):
     description = ("A text-only teacher at an OpenAI-compatible endpoint (base_url, model); works with the "
                    "system-prompt injector and text distillation, not with steering or logit distillation.")
     defaults = {**_ENDPOINT_DEFAULTS, "cache_dir": None}
+
+    def resolve_params(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
+        return _check_endpoint_params(super().resolve_params(params, where))
 
     def build(self, seed: int, params: dict[str, Any], out: Path, ctx: "Context") -> dict[str, Any]:
         from subbench.judging.client import resolve_api_key
