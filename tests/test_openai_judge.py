@@ -65,7 +65,7 @@ def test_missing_key_for_remote_endpoint_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(ConfigError) as err:
         resolve_api_key("https://api.example.com/v1", "SUBBENCH_NO_SUCH_KEY")
     assert "SUBBENCH_NO_SUCH_KEY" in str(err.value) and "\n" not in str(err.value)
-    assert resolve_api_key("http://127.0.0.1:8000/v1", "SUBBENCH_NO_SUCH_KEY") == "EMPTY"
+    assert resolve_api_key("http://127.0.0.1:8000/v1", None) == "EMPTY"  # loopback: no key needed
     monkeypatch.setenv("SUBBENCH_NO_SUCH_KEY", "sk-x")
     assert resolve_api_key("https://api.example.com/v1", "SUBBENCH_NO_SUCH_KEY") == "sk-x"
 
