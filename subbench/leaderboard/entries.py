@@ -77,7 +77,8 @@ def entry_sources(paths: Iterable[str | Path]) -> list[tuple[Path, Path | None]]
 
             recover(p)
             root = p / "entries"
-            found += [(q, root) for q in sorted(root.rglob("*")) if q.is_symlink() or not q.is_dir()]
+            found += [(q, root) for q in sorted(root.rglob("*")) if (q.is_symlink() or not q.is_dir())
+                      and not _placeholder(q)]
             continue
         found += [(q, None) for q in sorted(p.rglob("*.json")) if q.is_file() and not _hidden(q, p)]
     seen, out = set(), []
@@ -87,6 +88,11 @@ def entry_sources(paths: Iterable[str | Path]) -> list[tuple[Path, Path | None]]
             seen.add(key)
             out.append((f, root))
     return out
+
+
+def _placeholder(path: Path) -> bool:
+    """An empty ``.gitkeep`` keeps an empty board in git; it is the one file a board may hold besides entries."""
+    return path.name == ".gitkeep" and path.is_file() and not path.is_symlink() and path.stat().st_size == 0
 
 
 def _hidden(path: Path, root: Path) -> bool:

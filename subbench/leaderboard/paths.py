@@ -16,7 +16,7 @@ from pathlib import Path
 from subbench.errors import SubbenchError
 
 MAX_PART = 120
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+@-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+@\[\]-]+")
 
 
 def slug(part: object) -> str:
