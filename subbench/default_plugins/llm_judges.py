@@ -72,7 +72,8 @@ class OpenAIJudge(Judge):
 
     Replies are cached under ``cache_dir`` (default ``<workdir>/judge-cache``; ``false``
     turns the cache off), so a re-run, or a run that stopped half-way, pays only for new
-    requests. The key comes from the environment variable named by ``api_key_env``.
+    requests. The key is the one the user allowed for ``base_url``'s host; ``api_key_env`` may
+    only name that same variable (docs/security.md).
     """
 
     name = "openai"
