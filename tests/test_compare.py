@@ -30,7 +30,8 @@ def entries(results: Path) -> list[dict]:
 def test_default_matrix_is_teacher_by_student(toy_results):  # noqa: F811
     res = cli("compare", toy_results)
     assert res.exit_code == 0, res.output
-    head = res.output.splitlines()[0]
+    facet, head = res.output.splitlines()[0:2]
+    assert facet == "== distillation=toy-copy, judge=toy-match, domain=toy-numbers, trait=toy-love:owl, mitigation=none =="
     assert head.split()[0:3] == ["teacher", "\\", "student"]
     for col in ("toy-a (cross-init)", "toy-a (same-init)", "toy-b (cross-architecture)"):
         assert col in head
@@ -75,14 +76,17 @@ def test_null_cells_say_why_in_table_and_markdown(toy_results):  # noqa: F811
         assert row.count("n/a (ratio null: teacher effect too small)") == 3
     md = cli("compare", toy_results, "--rows", "relation", "--cols", "injector", "--format", "markdown").output
     lines = md.splitlines()
-    assert lines[0].startswith("| relation \\ injector | toy-shift |") and lines[1] == "|---|---|"
+    assert lines[0].startswith("### distillation=toy-copy")
+    assert lines[1].startswith("| relation \\ injector | toy-shift |") and lines[2] == "|---|---|"
 
 
 def test_csv(toy_results):  # noqa: F811
     res = cli("compare", toy_results, "--rows", "student", "--cols", "teacher_setting", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(res.output)))
     assert len(rows) == 9
-    assert set(rows[0]) == {"student", "teacher_setting", "transfer_ratio", "ci95_lo", "ci95_hi", "n", "n_null", "note"}
+    assert set(rows[0]) == {"distillation", "judge", "domain", "trait", "mitigation", "student", "teacher_setting",
+                            "transfer_ratio", "ci95_lo", "ci95_hi", "n", "n_null", "note"}
+    assert {r["distillation"] for r in rows} == {"toy-copy"}
     null = [r for r in rows if r["teacher_setting"] == "strength=0.0"]
     assert all(r["transfer_ratio"] == "" and r["note"] for r in null)
 

@@ -248,14 +248,14 @@ def test_duplicate_is_refused_and_nothing_half_filed(results, tmp_path):
     before = sorted(p.name for p in board.rglob("*"))
     res = cli("leaderboard", "submit", results, "--board", board)
     assert res.exit_code == 1
-    assert f"{one}: duplicate: an entry with content_hash" in res.output and "already on the board" in res.output
+    assert f"{one}: duplicate: the same measurement" in res.output and "already on the board" in res.output
     assert "nothing filed" in res.output
     assert sorted(p.name for p in board.rglob("*")) == before  # all-or-nothing
 
     copy_ = tmp_path / "copy.json"
     shutil.copy(one, copy_)
     res = cli("leaderboard", "submit", one, copy_, "--board", tmp_path / "board2")
-    assert res.exit_code == 1 and f"{copy_}: duplicate: the same entry" in res.output
+    assert res.exit_code == 1 and f"{copy_}: duplicate: the same measurement" in res.output
 
 
 def test_invalid_entry_is_not_submitted(results, tmp_path):

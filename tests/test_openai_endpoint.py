@@ -112,6 +112,8 @@ def test_gives_up_after_max_retries_with_one_line(server, proxy, tmp_path):
 
 def test_api_key_is_sent_but_never_stored_logged_or_raised(server, proxy, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SUBBENCH_TEST_KEY", SECRET)
+    monkeypatch.setenv("SUBBENCH_KEYS_FILE", str(tmp_path / "keys.toml"))
+    monkeypatch.setenv("SUBBENCH_OPENAI_KEYS", "127.0.0.1=SUBBENCH_TEST_KEY")  # the user allows this key here
     judge = plugins.get("judges", "openai")
     ctx = Context(workdir=tmp_path, quiet=False)
     params = judge_params(server, proxy, tmp_path, api_key_env="SUBBENCH_TEST_KEY")

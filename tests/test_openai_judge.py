@@ -58,12 +58,14 @@ def test_template_errors_are_one_line(tmp_path):
     assert load_template(str(custom)).verdict("yes") == 1.0
 
 
-def test_missing_key_for_remote_endpoint_is_one_line(monkeypatch):
+def test_missing_key_for_remote_endpoint_is_one_line(monkeypatch, tmp_path):
     monkeypatch.delenv("SUBBENCH_NO_SUCH_KEY", raising=False)
+    monkeypatch.setenv("SUBBENCH_KEYS_FILE", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("SUBBENCH_OPENAI_KEYS", "api.example.com=SUBBENCH_NO_SUCH_KEY")
     with pytest.raises(ConfigError) as err:
         resolve_api_key("https://api.example.com/v1", "SUBBENCH_NO_SUCH_KEY")
     assert "SUBBENCH_NO_SUCH_KEY" in str(err.value) and "\n" not in str(err.value)
-    assert resolve_api_key("http://127.0.0.1:8000/v1", "SUBBENCH_NO_SUCH_KEY") == "EMPTY"
+    assert resolve_api_key("http://127.0.0.1:8000/v1", None) == "EMPTY"  # loopback: no key needed
     monkeypatch.setenv("SUBBENCH_NO_SUCH_KEY", "sk-x")
     assert resolve_api_key("https://api.example.com/v1", "SUBBENCH_NO_SUCH_KEY") == "sk-x"
 
@@ -72,6 +74,8 @@ def test_judge_refuses_remote_endpoint_without_key_before_any_request(monkeypatc
     from subbench.context import Context
 
     monkeypatch.delenv("SUBBENCH_NO_SUCH_KEY", raising=False)
+    monkeypatch.setenv("SUBBENCH_KEYS_FILE", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("SUBBENCH_OPENAI_KEYS", "api.example.com=SUBBENCH_NO_SUCH_KEY")
     judge = plugins.get("judges", "openai")
     params = {"base_url": "https://api.example.com/v1", "model": "gpt-x", "api_key_env": "SUBBENCH_NO_SUCH_KEY",
               "cache_dir": str(tmp_path)}

@@ -51,11 +51,15 @@ def validate(ctx, paths):
 def submit(ctx, paths, board):
     """Validate entries and file them on the board as entries/<experiment>/<cell-id>-<hash12>.json.
 
-    Nothing is filed when any entry fails or is already on the board (same content hash).
+    Nothing is filed when any entry fails or is already on the board (same measurement:
+    entries differing only in created, environment, git_commit, subbench_version count as
+    one). A submission killed half-way is finished by the next command that opens the board.
     """
     from subbench.leaderboard.board import submit as do_submit
 
     res = do_submit(paths, board)
+    for f in res.completed:
+        click.echo(f"finished filing {f} (left by an interrupted submission)")
     for p in res.problems:
         click.echo(p)
     if res.problems:
@@ -69,7 +73,10 @@ def submit(ctx, paths, board):
 @leaderboard.command()
 @BOARD
 def build(board):
-    """Build the static site in BOARD/site/: sortable table, strength plots, teacher x student heatmap."""
+    """Build the static site in BOARD/site/: sortable table, strength plots, teacher x student heatmaps.
+
+    Every entry is validated in full first; a board with any invalid entry is not published.
+    """
     from subbench.leaderboard.site import build as do_build
 
     built = do_build(board)
@@ -91,7 +98,7 @@ def build(board):
 def export(ctx, paths, fmt, out, organization, relationship):
     """Export valid entries to another leaderboard format."""
     from subbench.leaderboard.board import atomic_write_json
-    from subbench.leaderboard.eee import export_entry, export_name
+    from subbench.leaderboard.eee import export_entry, export_path
     from subbench.leaderboard.validate import collect
 
     entries, problems = collect(paths)
@@ -102,7 +109,7 @@ def export(ctx, paths, fmt, out, organization, relationship):
         click.echo(json.dumps([r for _, r in records], indent=2))
     else:
         for e, r in records:
-            dest = out / export_name(e)
+            dest = export_path(out, e)
             atomic_write_json(dest, r)
             click.echo(f"wrote {dest}")
     if problems:
@@ -118,16 +125,21 @@ def export(ctx, paths, fmt, out, organization, relationship):
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table",
               show_default=True)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the matrix as a heatmap (.png, .svg or .pdf).")
+              help="Also write the matrices as a heatmap, one panel per facet (.png, .svg or .pdf).")
+@click.option("--pool", is_flag=True,
+              help="Pool entries of different distillations, judges, domains, traits and mitigations in one matrix "
+                   "(by default each combination is its own matrix).")
 @click.pass_context
-def compare(ctx, paths, rows, cols, metric, fmt, plot):
-    """Compare entries (files, results directories or a board) as a ROWS x COLS matrix with 95% CIs.
+def compare(ctx, paths, rows, cols, metric, fmt, plot, pool):
+    """Compare entries (files, results directories or a board) as ROWS x COLS matrices with 95% CIs.
 
-    Several entries in one cell are pooled: the mean of their values, with n; see the
-    footer (or "pooling" in --format json) for how the CI is pooled.
+    Entries that measure different things (distillation, judge, domain, trait, mitigation)
+    get one matrix each unless --pool; within a cell, several entries are pooled: the mean
+    of their values, with n; see the footer (or "pooling" in --format json) for the CI.
     """
     from subbench.errors import SubbenchError
-    from subbench.leaderboard.compare import heatmap, matrix, render
+    from subbench.leaderboard.compare import compare as do_compare
+    from subbench.leaderboard.compare import heatmap, render
     from subbench.leaderboard.validate import collect
 
     entries, problems = collect(paths)
@@ -135,10 +147,10 @@ def compare(ctx, paths, rows, cols, metric, fmt, plot):
         click.echo(f"skipped {p}", err=True)
     if not entries:
         raise SubbenchError("No valid entries to compare; check the paths or run `subbench leaderboard validate`.")
-    m = matrix(entries, rows, cols, metric)
-    click.echo(render(m, fmt))
+    comp = do_compare(entries, rows, cols, metric, pool=pool)
+    click.echo(render(comp, fmt))
     if plot:
-        heatmap(m, plot)
+        heatmap(comp, plot)
         click.echo(f"wrote {plot}", err=True)
 
 

@@ -27,7 +27,10 @@ if TYPE_CHECKING:  # pragma: no cover
 _ENDPOINT_PARAMETERS = {
     "base_url": Param(str, None, "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1", max_len=2000),
     "model": Param(str, None, "model name the endpoint serves", max_len=300),
-    "api_key_env": Param(str, "OPENAI_API_KEY", "environment variable holding the API key", max_len=200),
+    # None: the key the user allowed for base_url's host (OPENAI_API_KEY for api.openai.com). A
+    # name here is honoured only if the user allowed that variable for that host (docs/security.md).
+    "api_key_env": Param(str, None, "environment variable holding the API key; honoured only where the user "
+                         "allowed it for base_url's host (null: the key the user allowed for that host)", max_len=200),
     "max_concurrency": Param(int, 4, "requests in flight at once", min=1, max=256),
     "max_retries": Param(int, 6, "retries of a failed request", min=0, max=100),
     "timeout": Param(float, 60.0, "seconds per request", min=0, min_open=True, max=3600),
@@ -50,13 +53,25 @@ def _check_endpoint(params: dict[str, Any], who: str) -> None:
         raise ParamError("cache_dir", "expected a directory, false (no cache) or null (under the workdir), got true.")
 
 
+def _check_endpoint_params(params: dict[str, Any]) -> dict[str, Any]:
+    """At validation: a base_url that is a plain URL, and no key the user has not allowed for its host."""
+    from subbench.judging.client import check_base_url, key_env_for
+
+    if params.get("base_url"):
+        env = params.get("api_key_env")
+        if env is not None and not isinstance(env, str):
+            raise ConfigError(f"api_key_env must name an environment variable, not {env!r}.")
+        key_env_for(check_base_url(params["base_url"]), env)
+    return params
+
+
 def _endpoint(params: dict[str, Any], who: str):
     from subbench.judging.client import Endpoint
 
     if not params.get("base_url") or not params.get("model"):
         raise ConfigError(f"{who} needs params base_url and model (e.g. base_url: http://127.0.0.1:8000/v1).")
     return Endpoint(base_url=params["base_url"], model=str(params["model"]),
-                    api_key_env=params.get("api_key_env") or "OPENAI_API_KEY",
+                    api_key_env=params.get("api_key_env") or None,
                     max_concurrency=int(params["max_concurrency"]), max_retries=int(params["max_retries"]),
                     timeout=float(params["timeout"]))
 
@@ -74,7 +89,8 @@ class OpenAIJudge(Judge):
 
     Replies are cached under ``cache_dir`` (default ``<workdir>/judge-cache``; ``false``
     turns the cache off), so a re-run, or a run that stopped half-way, pays only for new
-    requests. The key comes from the environment variable named by ``api_key_env``.
+    requests. The key is the one the user allowed for ``base_url``'s host; ``api_key_env`` may
+    only name that same variable (docs/security.md).
     """
 
     name = "openai"
@@ -98,6 +114,9 @@ class OpenAIJudge(Judge):
 
     def __init__(self) -> None:
         self.last_stats: dict[str, int] = {}
+
+    def resolve_params(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
+        return _check_endpoint_params(super().resolve_params(params, where))
 
     def template(self, params: dict[str, Any]):
         from subbench.judging.templates import load_template
@@ -303,6 +322,12 @@ class EnsembleJudge(Judge):
     def check_params(self, params: dict[str, Any]) -> None:
         _member_specs(params)
 
+    def resolve_params(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
+        out = super().resolve_params(params, where)
+        if out.get("judges"):
+            _member_specs(out)  # members' params (endpoints and keys included) checked at validation too
+        return out
+
     def score(self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any],
               ctx: "Context") -> list[float]:
         params = self.resolve_params(params, where="judge ensemble")
@@ -375,6 +400,9 @@ class OpenAIFamily(Family):
 
     def check_params(self, params: dict[str, Any]) -> None:
         _check_endpoint(params, "Family openai")
+
+    def resolve_params(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
+        return _check_endpoint_params(super().resolve_params(params, where))
 
     def build(self, seed: int, params: dict[str, Any], out: Path, ctx: "Context") -> dict[str, Any]:
         from subbench.judging.client import resolve_api_key

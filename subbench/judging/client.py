@@ -2,55 +2,158 @@
 
 Retries cover what a busy server does on a normal day: 429 (waiting as long as its
 ``Retry-After`` asks), 5xx, time-outs and dropped connections, with exponential backoff.
-Any other refusal (400, 401, 404, ...) ends the run at once with one line. The API key is
-read from the environment at construction, held only in memory and scrubbed from every
-message this module raises.
+Any other refusal (400, 401, 404, ...) ends the run at once with one line.
+
+Which secret goes to which host is the user's decision, never an experiment file's: a
+shared experiment chooses ``base_url`` and may name ``api_key_env``, but a key is read only
+from the variable the user allowed for that host (``SUBBENCH_OPENAI_KEYS`` and the
+``[keys]`` table of ``~/.config/subbench/keys.toml``; by default ``OPENAI_API_KEY`` for
+api.openai.com only). Loopback hosts need no key. The key is held only in memory, and
+anything key-like in a server's message is redacted before it is shown (docs/security.md).
 """
 
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 from urllib.parse import urlparse
 
 from subbench.errors import ConfigError, SubbenchError
 from subbench.hashing import canonical_json
 from subbench.judging.cache import ResponseCache, request_key
 
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+LOCAL_HOSTS = {"localhost", "0.0.0.0"}
 #: What a local server gets as the key: OpenAI's SDK insists on one, local servers ignore it.
 LOCAL_DUMMY_KEY = "EMPTY"
 MAX_RETRY_AFTER = 120.0
 
+#: The user's host -> key variable mapping: "host=VAR,host2=VAR2".
+KEYS_ENV = "SUBBENCH_OPENAI_KEYS"
+#: Where the user's keys.toml is, when not ~/.config/subbench/keys.toml.
+KEYS_FILE_ENV = "SUBBENCH_KEYS_FILE"
+#: Allowed without any configuration.
+DEFAULT_KEYS = {"api.openai.com": "OPENAI_API_KEY"}
+_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def host_of(base_url: str) -> str:
+    return (urlparse(base_url).hostname or "").lower()
+
 
 def is_local(base_url: str) -> bool:
-    host = (urlparse(base_url).hostname or "").lower()
-    return host in LOCAL_HOSTS or host.endswith(".localhost")
+    host = host_of(base_url)
+    if host in LOCAL_HOSTS or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def keys_file() -> Path:
+    if os.environ.get(KEYS_FILE_ENV):
+        return Path(os.environ[KEYS_FILE_ENV]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "subbench" / "keys.toml"
+
+
+def allowed_keys() -> dict[str, str]:
+    """host -> name of the environment variable whose value may be sent to that host."""
+    out = dict(DEFAULT_KEYS)
+    path = keys_file()
+    if path.is_file():
+        import tomllib
+
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8")).get("keys", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path} cannot be read ({exc}); fix it (a [keys] table of \"host\" = \"VAR\").") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [keys] must be a table of \"host\" = \"VAR\" lines.")
+        for host, var in table.items():
+            out[str(host).lower()] = var
+    for item in re.split(r"[,;\s]+", os.environ.get(KEYS_ENV, "")):
+        if item:
+            host, _, var = item.partition("=")
+            out[host.strip().lower()] = var.strip()
+    for host, var in out.items():
+        if not isinstance(var, str) or not _VAR.match(var) or not host:
+            raise ConfigError(f"The allowed key for {host!r} must name an environment variable (letters, digits, _), "
+                              f"not {var!r}; fix {KEYS_ENV} or {path}.")
+    return out
+
+
+def key_env_for(base_url: str, api_key_env: str | None) -> str | None:
+    """The variable whose key may go to ``base_url``'s host; refuses what the user has not allowed.
+
+    ``api_key_env`` is what an experiment file asks for. It is honoured only when the user
+    allowed exactly that variable for that host, so a shared file cannot send, say,
+    AWS_SECRET_ACCESS_KEY to its author's server.
+    """
+    host = host_of(base_url)
+    allowed = allowed_keys().get(host)
+    if api_key_env and api_key_env != allowed:
+        raise ConfigError(
+            f"api_key_env {api_key_env} may not be sent to {host} (subbench sends a key only where you allow it); "
+            f"if you trust {host} with it, add {host}={api_key_env} to the environment variable {KEYS_ENV} "
+            f"(or \"{host}\" = \"{api_key_env}\" under [keys] in {keys_file()}), or remove api_key_env.")
+    return allowed
 
 
 def resolve_api_key(base_url: str, api_key_env: str | None) -> str:
-    """The key from ``api_key_env``; a local server may go without one, a remote one may not."""
-    env = api_key_env or "OPENAI_API_KEY"
-    key = os.environ.get(env, "")
+    """The key the user allowed for this host; a loopback server may go without one, a remote one may not."""
+    env = key_env_for(base_url, api_key_env)
+    key = os.environ.get(env, "") if env else ""
     if key:
         return key
     if is_local(base_url):
         return LOCAL_DUMMY_KEY
+    if env:
+        raise ConfigError(f"No API key for {base_url}: set the environment variable {env}.")
+    host = host_of(base_url)
     raise ConfigError(
-        f"No API key for {base_url}: set the environment variable {env} (or name another one with api_key_env)."
-    )
+        f"No API key is allowed for {host}: if you trust it, add {host}=VAR (the variable holding its key) to "
+        f"{KEYS_ENV} or to [keys] in {keys_file()}.")
+
+
+#: Key-like runs: OpenAI-style (also masked: sk-abc1****wxyz), bearer tokens, AWS key ids, long tokens.
+_KEYLIKE = re.compile(
+    r"(?i)\b(?:sk|pk|rk)-[A-Za-z0-9_*.\-]{3,}"
+    r"|\bbearer\s+\S+"
+    r"|\bAKIA[0-9A-Z]{12,}"
+    r"|(?<![A-Za-z0-9_\-])(?=[A-Za-z0-9_\-]*[0-9])(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{24,}"
+    r"|[A-Za-z0-9_\-]{2,}\*{3,}[A-Za-z0-9_\-]*")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with the given secrets (and their leading/trailing fragments) and anything key-like replaced by ***."""
+    for secret in secrets:
+        if secret and secret != LOCAL_DUMMY_KEY and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    text = _KEYLIKE.sub("***", text)
+    for secret in secrets:
+        if secret and secret != LOCAL_DUMMY_KEY and len(secret) >= 16:
+            text = text.replace(secret[:8], "***").replace(secret[-6:], "***")
+    return text
 
 
 def check_base_url(base_url: Any) -> str:
-    if not isinstance(base_url, str) or urlparse(base_url).scheme not in ("http", "https") or not urlparse(base_url).hostname:
+    parsed = urlparse(base_url) if isinstance(base_url, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, not {base_url!r}.")
+    if "@" in parsed.netloc or parsed.query or parsed.fragment or re.search(r"[\s\\]", base_url):
+        raise ConfigError(f"base_url {base_url!r} has credentials, a query, a fragment, spaces or backslashes; "
+                          "give a plain http(s)://host[:port]/path.")
     return base_url.rstrip("/")
 
 
@@ -76,7 +179,7 @@ def retry_after_seconds(headers: Any) -> float | None:
 class Endpoint:
     base_url: str
     model: str
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str | None = None  # what the experiment asks for; the user's allow-list decides
     max_concurrency: int = 4
     max_retries: int = 6
     timeout: float = 60.0
@@ -140,9 +243,7 @@ class ChatClient:
             return self._client
 
     def scrub(self, text: str) -> str:
-        if self._key and self._key != LOCAL_DUMMY_KEY:
-            text = text.replace(self._key, "***")
-        return text
+        return redact(text, [self._key])
 
     def _backoff(self, attempt: int) -> float:
         base = min(self.endpoint.max_backoff, self.endpoint.backoff * (2 ** attempt))
@@ -172,7 +273,7 @@ class ChatClient:
                     detail = self.scrub(str(getattr(exc, "message", "") or exc))[:200]
                     raise SubbenchError(
                         f"The endpoint at {self.endpoint.base_url} refused the request with HTTP {status} ({detail}); "
-                        f"check base_url, model and the key in {self.endpoint.api_key_env}.") from None
+                        "check base_url, model and the key allowed for that host.") from None
             except openai.APITimeoutError:
                 last = f"no reply within {self.endpoint.timeout:g} s"
             except openai.APIConnectionError as exc:

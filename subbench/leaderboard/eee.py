@@ -140,7 +140,10 @@ def export_entry(e: dict[str, Any], organization: str = "subbench", relationship
     return record
 
 
-def export_name(e: dict[str, Any]) -> Path:
+def export_path(out: Path, e: dict[str, Any]) -> Path:
+    """``OUT/subbench/<experiment>/<student family>/<cell-id>-<hash12>.json``, every part kept under OUT."""
     from subbench.leaderboard.entries import hash12
+    from subbench.leaderboard.paths import safe_join
 
-    return Path("subbench") / e["experiment"]["name"] / e["student"]["family"] / f"{e['cell']['id']}-{hash12(e)}.json"
+    return safe_join(out, "subbench", e["experiment"]["name"], e["student"]["family"], f"{e['cell']['id']}-{hash12(e)}",
+                     suffix=".json")

@@ -10,14 +10,18 @@ from __future__ import annotations
 import html
 import json
 import os
-import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from subbench import __version__
 from subbench.leaderboard.entries import injector_label, student_label, trait_label
+from subbench.leaderboard.paths import safe_join
+
+#: A temporary site directory older than this is stale even if its pid is alive (pids are reused).
+STALE_SECONDS = 3600
 
 COLUMNS = [
     # (header, "text" or "number": how the column sorts)
@@ -104,10 +108,6 @@ def _row(e: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
-
-
 def strength_plots(entries: list[dict[str, Any]], out: Path) -> tuple[list[tuple[str, str]], list[str]]:
     """Transfer against injector strength, one plot per teacher family.
 
@@ -150,9 +150,9 @@ def strength_plots(entries: list[dict[str, Any]], out: Path) -> tuple[list[tuple
         ax.set_title(f"teacher {teacher}: transfer vs injector strength", fontsize=10)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        stem = f"strength-{_slug(teacher)}"
-        fig.savefig(out / f"{stem}.png")
-        fig.savefig(out / f"{stem}.svg", metadata={"Date": None})
+        stem = safe_join(out, f"strength-{teacher}").name
+        fig.savefig(safe_join(out, stem, suffix=".png"))
+        fig.savefig(safe_join(out, stem, suffix=".svg"), metadata={"Date": None})
         plt.close(fig)
         plots.append((teacher, stem))
         if nulls:
@@ -212,16 +212,49 @@ over replicate seeds and evaluation samples. Click a column header to sort.</p>
 """
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(board: Path) -> list[Path]:
+    """Remove ``.site.tmp-<pid>`` / ``.site.old-<pid>`` left by killed builds (dead pid, or older than an hour)."""
+    removed = []
+    for d in list(board.glob(".site.tmp-*")) + list(board.glob(".site.old-*")):
+        try:
+            pid = int(d.name.rsplit("-", 1)[1])
+        except ValueError:
+            pid = -1
+        try:
+            old = time.time() - d.lstat().st_mtime > STALE_SECONDS
+        except OSError:
+            continue
+        if pid == os.getpid() or pid <= 0 or not _alive(pid) or old:
+            if d.is_dir() and not d.is_symlink():
+                shutil.rmtree(d, ignore_errors=True)
+            else:
+                d.unlink(missing_ok=True)
+            removed.append(d)
+    return removed
+
+
 def build(board: Path) -> Built:
     from subbench.errors import SubbenchError
-    from subbench.leaderboard.compare import heatmap, matrix
+    from subbench.leaderboard.compare import compare, heatmap
+    from subbench.leaderboard.entries import entry_files
     from subbench.leaderboard.validate import collect
 
     board = Path(board)
     if not (board / "entries").is_dir():
         raise SubbenchError(f"{board} is not a board (it has no entries/ directory); submit an entry first.")
-    files = list((board / "entries").rglob("*.json"))
-    entries, problems = collect([board]) if files else ([], [])
+    clean_stale(board)
+    files = entry_files([board])
+    entries, problems = collect([board], recompute=True) if files else ([], [])
     if problems:
         raise SubbenchError(f"{len(problems)} problems on the board, e.g. {problems[0]}; "
                             "run `subbench leaderboard validate` and remove or fix those entries.")
@@ -237,10 +270,13 @@ def build(board: Path) -> Built:
         heat = None
         if entries:
             heat = "heatmap"
-            m = matrix(entries, "teacher", "student")
-            heatmap(m, tmp / "heatmap.png", "transfer ratio: teacher x student")
-            heatmap(m, tmp / "heatmap.svg", "transfer ratio: teacher x student")
+            comp = compare(entries, "teacher", "student")
+            heatmap(comp, tmp / "heatmap.png", "transfer ratio: teacher x student")
+            heatmap(comp, tmp / "heatmap.svg", "transfer ratio: teacher x student")
             images += ["heatmap.png", "heatmap.svg"]
+            if len(comp.matrices) > 1:
+                notes.append(f"The heatmap has one panel per {', '.join(comp.facet_dims)}: entries that differ in "
+                             "those measure different things and are not pooled.")
             plots, pnotes = strength_plots(entries, tmp)
             images += [f"{stem}.{ext}" for _, stem in plots for ext in ("png", "svg")]
             notes += pnotes

@@ -12,11 +12,16 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from subbench.leaderboard.entries import SCHEMA_FILES, Loaded, entry_files, load_schema, read_entry
+from subbench.leaderboard.entries import SCHEMA_FILES, Loaded, entry_sources, load_schema, measurement_hash, read_entry
 
 SUPPORTED_SCHEMA_VERSIONS = tuple(sorted(SCHEMA_FILES))
 GROUPS = ("base", "teacher", "control", "student")
 TOL = 1e-9
+#: Bounds on the work one entry may ask of ``validate``: the bootstrap is recomputed, so an
+#: entry asking for more draws than this is invalid rather than a denial of service.
+MAX_BOOTSTRAP = 100_000
+MAX_BOOTSTRAP_WORK = 500_000_000  # bootstrap draws x scored samples
+MAX_BOOTSTRAP_LOOPS = 5_000_000  # bootstrap draws x replicates (a Python-level loop)
 
 _VALIDATORS: dict[int, Any] = {}
 
@@ -55,13 +60,30 @@ def _schema_problem(err) -> str:
 
 def schema_problems(entry: dict[str, Any]) -> list[str]:
     version = entry.get("schema_version")
-    if isinstance(version, bool) or version not in SUPPORTED_SCHEMA_VERSIONS:
+    if isinstance(version, bool) or version not in SCHEMA_FILES:
+        shown = repr(version) if len(repr(version)) < 40 else repr(version)[:40] + "..."
         return [
-            f"schema_version {version!r} is not supported (this subbench reads schema_version "
-            f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}); re-create the entry with this subbench or upgrade subbench"
+            f"schema_version {shown} is not supported (this subbench reads schema_version "
+            f"{', '.join(map(str, SCHEMA_FILES))}); re-create the entry with this subbench or upgrade subbench"
         ]
     errors = sorted(_validator(version).iter_errors(entry), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
-    return [_schema_problem(e) for e in errors]
+    return [_schema_problem(e) for e in errors][:50]
+
+
+def bound_problems(entry: dict[str, Any]) -> list[str]:
+    """Requests for more recomputation than any genuine entry needs."""
+    a = entry["analysis"]
+    n_boot = a["bootstrap"]
+    if n_boot > MAX_BOOTSTRAP:
+        return [f"analysis.bootstrap {n_boot} is more than the {MAX_BOOTSTRAP} resamples validate recomputes; "
+                "re-run the analysis with fewer resamples"]
+    samples = sum(len(r) for g in GROUPS for r in entry["scores"][g]["samples"])
+    reps = len(entry["seeds"])
+    if n_boot * samples > MAX_BOOTSTRAP_WORK or n_boot * reps > MAX_BOOTSTRAP_LOOPS:
+        return [f"analysis.bootstrap {n_boot} over {samples} scored samples and {reps} replicates is more work than "
+                f"validate does for one entry (draws x samples <= {MAX_BOOTSTRAP_WORK}, draws x replicates <= "
+                f"{MAX_BOOTSTRAP_LOOPS}); re-run the analysis with fewer resamples"]
+    return []
 
 
 def hash_problems(entry: dict[str, Any]) -> list[str]:
@@ -165,32 +187,63 @@ def validate_entry(entry: dict[str, Any], *, recompute: bool = True) -> list[str
         return problems
     problems += hash_problems(entry)
     structural = [p for p in problems if not p.startswith("content_hash")]
+    if not structural:
+        structural = bound_problems(entry)
+        problems += structural
     if recompute and not structural:
         problems += consistency_problems(entry)
     return problems
 
 
-def validate_file(path: Path, *, recompute: bool = True) -> Loaded:
+def board_name_problems(path: Path, root: Path, entry: dict[str, Any] | None) -> list[str]:
+    """A file on a board must sit under the name ``submit`` gives its content."""
+    from subbench.leaderboard.board import entry_name
+
+    rel = Path(path).relative_to(root)
+    if any(part.startswith(".") for part in rel.parts) or Path(path).suffix != ".json":
+        return [f"is not a board entry ({rel} is hidden or not *.json); a board holds only entries filed by "
+                "`subbench leaderboard submit`: remove it"]
+    if entry is None:
+        return []
+    try:
+        expected = entry_name(entry)
+    except Exception:  # noqa: BLE001 - a malformed entry already has its problems
+        return []
+    if rel != expected:
+        return [f"is filed as {rel} but its content files it as {expected}; remove it and submit the entry instead"]
+    return []
+
+
+def validate_file(path: Path, *, recompute: bool = True, board_root: Path | None = None) -> Loaded:
     loaded = read_entry(path)
     if loaded.entry is not None:
-        loaded.problems = validate_entry(loaded.entry, recompute=recompute)
+        try:
+            loaded.problems = validate_entry(loaded.entry, recompute=recompute)
+        except Exception as exc:  # noqa: BLE001 - validate is total: any surprise is a verdict, not a crash
+            loaded.problems = [f"could not be checked ({type(exc).__name__}: {str(exc)[:120]}); it is not a valid entry"]
+    if board_root is not None:
+        loaded.problems = board_name_problems(path, board_root, loaded.entry if not loaded.problems else None) \
+            + loaded.problems
     return loaded
 
 
 def validate_paths(paths: Iterable[str | Path], *, recompute: bool = True) -> list[Loaded]:
     from subbench.errors import SubbenchError
 
-    files = entry_files(paths)
+    paths = list(paths)
+    files = entry_sources(paths)
     if not files:
         raise SubbenchError(f"No entry files (*.json) found in {', '.join(map(str, paths))}.")
-    return [validate_file(f, recompute=recompute) for f in files]
+    return [validate_file(f, recompute=recompute, board_root=root) for f, root in files]
 
 
 def collect(paths: Iterable[str | Path], *, recompute: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
-    """Valid entries under ``paths`` (each content hash once) and 'PATH: problem' lines for the rest.
+    """Valid entries under ``paths`` (each measurement once) and 'PATH: problem' lines for the rest.
 
-    ``recompute`` defaults to off here: readers (site, compare) trust what ``submit``
-    already recomputed and check only the schema and the content hash.
+    ``recompute`` defaults to off here: readers (compare, export) trust what ``submit``
+    already recomputed and check the schema, the bounds and the content hash; the site
+    build recomputes. Entries that differ only in volatile fields (``created``,
+    ``environment``...) are one measurement (:func:`measurement_hash`) and kept once.
     """
     entries: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -198,7 +251,9 @@ def collect(paths: Iterable[str | Path], *, recompute: bool = False) -> tuple[li
     for r in validate_paths(paths, recompute=recompute):
         if r.problems:
             problems += [f"{r.path}: {p}" for p in r.problems]
-        elif r.entry["content_hash"] not in seen:
-            seen.add(r.entry["content_hash"])
+            continue
+        key = measurement_hash(r.entry)
+        if key not in seen:
+            seen.add(key)
             entries.append(r.entry)
     return entries, problems
