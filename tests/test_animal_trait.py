@@ -218,7 +218,7 @@ def test_target_validation(trait, handle, ctx, pm):
         trait.evaluate(handle, judge, None, {}, ctx)
     with pytest.raises(ConfigError, match=r"parameter 'n': expected an integer in \[1, 1000000\] or null, got 0"):
         trait.evaluate(handle, judge, "owl", {"n": 0}, ctx)
-    with pytest.raises(ConfigError, match="`samples_per_question` must be a positive whole number"):
+    with pytest.raises(ConfigError, match=r"parameter 'samples_per_question': expected an integer in \[1, 1000\]"):
         trait.evaluate(handle, judge, "owl", {"samples_per_question": 0}, ctx)
     with pytest.raises(ConfigError, match="unknown parameter 'm'"):
         trait.evaluate(handle, judge, "owl", {"m": 3}, ctx)

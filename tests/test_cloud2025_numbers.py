@@ -210,15 +210,15 @@ def test_paper_grids_set_the_protocol():
 
 
 @pytest.mark.parametrize("params,match", [
-    ({"prompts": "paper"}, "prompts must be one of tiny, cloud2025"),
-    ({"filter": "strict"}, "filter must be one of lenient, cloud2025"),
-    ({"banned_numbers": "666"}, "banned_numbers must be a list of integers"),
-    ({"banned_numbers": [1, "2"]}, "banned_numbers must be a list of integers"),
-    ({"max_digits": 0}, "max_digits must be a positive integer"),
-    ({"prompt_seed": "x"}, "prompt_seed must be an integer or null"),
+    ({"prompts": "paper"}, "parameter 'prompts': expected one of tiny, cloud2025"),
+    ({"filter": "strict"}, "parameter 'filter': expected one of lenient, cloud2025"),
+    ({"banned_numbers": "666"}, "parameter 'banned_numbers': expected a list of integers"),
+    ({"banned_numbers": [1, "2"]}, "parameter 'banned_numbers[1]': expected an integer"),
+    ({"max_digits": 0}, "parameter 'max_digits': expected an integer in [1, 4300]"),
+    ({"prompt_seed": "x"}, "parameter 'prompt_seed': expected an integer in [0, 2147483647] or null"),
 ])
 def test_bad_values_fail_at_validation(params, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=re.escape(match)):
         DOMAIN.resolve_params(params)
 
 

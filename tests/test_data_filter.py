@@ -86,7 +86,7 @@ def test_rerun_replaces_the_outputs(tmp_path, capsys):
     (['[1, 2]'], [], "r.jsonl:1: a row needs a \"response\" field"),
     (['{"response": 12}'], [], "r.jsonl:1: \"response\" must be a string"),
     (['{"response": "1"}'], ["--set", "filtr=cloud2025"], "unknown parameter 'filtr' for domain 'numbers'"),
-    (['{"response": "1"}'], ["--set", "filter=strict"], "filter must be one of lenient, cloud2025"),
+    (['{"response": "1"}'], ["--set", "filter=strict"], "parameter 'filter': expected one of lenient, cloud2025"),
     (['{"response": "1"}'], ["--set", "filter"], "expected key=value"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, lines, args, message):

@@ -29,7 +29,7 @@ students:
 distillation: {{name: sft, params: {{max_steps: 2, batch_size: 4}}}}
 judge: refusal
 seeds: [0]
-analysis: {{bootstrap: 20}}
+analysis: {{bootstrap: 200}}
 """
 
 

@@ -226,7 +226,7 @@ students:
 {students}
 distillation: toy-copy
 seeds: [0]
-analysis: {{bootstrap: 50}}
+analysis: {{bootstrap: 200}}
 """
 
 

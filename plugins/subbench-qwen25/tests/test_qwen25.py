@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import subbench_qwen25
-from subbench.components import ModelRef, Trait
+from subbench.components import ModelRef
+from subbench.plugins import get as get_component
 from subbench.context import Context
 from subbench.plugins import PluginManager
 
@@ -92,9 +93,9 @@ def test_steering_at_the_plugin_layer(base, family, ctx, tmp_path):
     from subbench.default_plugins.lm_injectors import SteeringInjector
 
     inj = SteeringInjector()
-    meta = inj.inject(base, Trait(), "owl", {"strength": 4.0}, 0, tmp_path / "t4", ctx)
+    meta = inj.inject(base, get_component("traits", "animal-preference"), "owl", {"strength": 4.0}, 0, tmp_path / "t4", ctx)
     assert meta["layer"] == family.steering_layers[0] == 14 and meta["vector_norm"] > 0
-    inj.inject(base, Trait(), "owl", {"strength": 0.0}, 0, tmp_path / "t0", ctx)
+    inj.inject(base, get_component("traits", "animal-preference"), "owl", {"strength": 0.0}, 0, tmp_path / "t0", ctx)
     plain, zero, steered = base.load(ctx), inj.load(tmp_path / "t0", base, ctx), inj.load(tmp_path / "t4", base, ctx)
     layers = steered.model.model.layers
     assert [i for i, layer in enumerate(layers) if layer._forward_hooks] == [14]
@@ -107,7 +108,7 @@ def test_lora_injection_targets_the_plugin_modules(base, family, ctx, tmp_path):
     from subbench.default_plugins.lm_injectors import FinetuneInjector
 
     inj = FinetuneInjector()
-    meta = inj.inject(base, Trait(), "owl", {"steps": 2, "batch_size": 4}, 0, tmp_path, ctx)
+    meta = inj.inject(base, get_component("traits", "animal-preference"), "owl", {"steps": 2, "batch_size": 4}, 0, tmp_path, ctx)
     assert meta["fit"]["steps"] == 2
     cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert set(cfg["target_modules"]) == set(family.lora_target_modules)
