@@ -188,7 +188,7 @@ def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any]
             "data_sha256": r.data.result.get("sha256"), "keep_rate": keep_t, "control_keep_rate": keep_c,
             "budget": r.budget})
         if keep_c > 0 and keep_t < KEEP_RATE_FLAG * keep_c:
-            flags.append(f"replicate {r.seed}: the teacher kept {keep_t:.0%} of its {exp.domain.name} samples, the base "
+            flags.append(f"replicate {r.seed}: the teacher's {exp.domain.name} answers passed the filter {keep_t:.0%} of the time, the base's "
                          f"{keep_c:.0%}: the injection damaged the teacher's benign skill (students and controls still "
                          f"train on {r.budget.get('n_train')} samples each)")
         if r.budget.get("short"):

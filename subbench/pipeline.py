@@ -496,6 +496,12 @@ def _sd(sp: dict[str, Any] | None) -> str:
     return "-" if not sp or sp.get("sd") is None else f"{sp['sd']:.2f}"
 
 
+def _is_primary(entry: dict[str, Any], metric: str) -> bool:
+    """True when ``metric`` is the score the table already shows (the judge's own metric)."""
+    sc = entry["scores"]
+    return all((sc[g].get("metrics") or {}).get(metric, {}).get("samples") == sc[g]["samples"] for g in sc)
+
+
 def format_table(entries: list[dict[str, Any]]) -> str:
     """The table of cells printed at the end of a run.
 
@@ -520,7 +526,7 @@ def format_table(entries: list[dict[str, Any]]) -> str:
             _fit_summary(e["distillation"]["fit"]),
         ])
     lines = _table(head, rows)
-    names = sorted({m for e in entries for m in (e.get("metrics") or {})})
+    names = sorted({m for e in entries for m in (e.get("metrics") or {}) if not _is_primary(e, m)})
     for m in names:
         lines += ["", f"{m} (the same evaluation pass, scored as {m}):"]
         mrows = []
