@@ -515,7 +515,8 @@ def format_table(entries: list[dict[str, Any]]) -> str:
     for e in entries:
         sc = e["scores"]
         reps = (e.get("replicates") or {}).get("per_replicate") or []
-        n_train = sorted({p.get("n_train") for p in reps if p.get("n_train") is not None})
+        n_train = [p.get("n_train") for p in reps if p.get("n_train") is not None]
+        n_train = n_train[:1] if len(set(n_train)) == 1 else n_train
         rows.append([
             e["cell"]["teacher_setting"], e["cell"]["distillation"], e["cell"]["student"], e["student"]["relation"],
             "/".join(map(str, n_train)) or "-",

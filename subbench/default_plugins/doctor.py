@@ -17,7 +17,7 @@ import click
 from subbench import hookimpl
 
 #: sha256 of the weights of tiny-llama seed 0 built with ``steps: 40`` (the quick check), and of
-#: the quickstart's bases (family, seed) -> sha256, all with the pinned CPU kernels
+#: the bases of quickstart and quickstart-inits ('family@seed') -> sha256, all with the pinned CPU kernels
 #: (subbench/reproducibility.py). Re-measure with `subbench doctor --print-hashes` whenever
 #: the tiny families, their corpus or the tokenizer change.
 REFERENCE_STEPS = 40
@@ -25,6 +25,10 @@ REFERENCE_SHA256 = "302eef2a2d5c5b0075e62b6c899a3e29e5a87bae2a5c5cd21d9ee70eb615
 QUICKSTART_BASES: dict[str, str] = {
     "tiny-llama@0": "11a4101122b5be0cc12ed91435c4dc2c7548b6523057921ae7e3994faf0ce4ec",
     "tiny-llama@1": "3349690ff34ade51b8058daa2705b9e813693240c5d72ec53cbdad910fd20db1",
+    "tiny-llama@2": "5317badb2dc613e162f120fabb6b68438c557a6e57a29c2d73438c24c7a2fb91",
+    "tiny-llama@3": "80889c9c73b4d64afed2d646a4f2053c14a129bf7cfabd7c18b7a67c435fb940",
+    "tiny-llama@4": "cf507b22835c6f5bce1f3657fc904cf4b749981e1471ae03e0d47408b85e42b4",
+    "tiny-llama@5": "56f57c1630464503bde91b4034698820b797bbe608854e1eae9f6ab679ded94f",
     "tiny-qwen2@0": "852e937ef8eeb5283461ea961b1a7b8b9f1b02e6eec9e9e1115d8f4e4dc2bfb3",
 }
 
