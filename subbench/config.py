@@ -370,6 +370,14 @@ class _Validator:
     def fail(self, field_: str, msg: str):
         raise ConfigError(f"{self.where}: {field_}: {msg}")
 
+    def check(self, fn, field_: str, *args) -> None:
+        """Run a component's optional check (None: nothing to check); its error names ``field_``."""
+        if callable(fn):
+            try:
+                fn(*args)
+            except SubbenchError as exc:
+                self.fail(field_, str(exc))
+
     def mapping(self, raw: dict, field_: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
         value = raw.get(field_)
         if not isinstance(value, dict):
@@ -456,12 +464,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     trait_raw = raw["trait"]
     trait, trait_raw = v.spec("traits", trait_raw, "trait", {"target"})
     target = trait_raw.get("target")
-    check_target = getattr(trait.component, "check_target", None)
-    if callable(check_target):
-        try:
-            check_target(target, trait.params)
-        except SubbenchError as exc:
-            v.fail("trait.target", str(exc))
+    v.check(getattr(trait.component, "check_target", None), "trait.target", target, trait.params)
 
     inj_raw = raw["injector"]
     if isinstance(inj_raw, str):
@@ -724,9 +727,4 @@ def check_students_and_domain(v: "_Validator", t_family: Any, domain: Spec, stud
             v.fail(f"students[{i}]", f"is the same student as students[{seen[sig]}] (family, seed and params); "
                    "remove one or change its seed or params.")
         seen[sig] = i
-    check_teacher = getattr(domain.component, "check_teacher", None)
-    if callable(check_teacher):
-        try:
-            check_teacher(t_family, domain.params)
-        except SubbenchError as exc:
-            v.fail("domain.params", str(exc))
+    v.check(getattr(domain.component, "check_teacher", None), "domain.params", t_family, domain.params)
