@@ -159,10 +159,10 @@ def compare(ctx, paths, rows, cols, metric, fmt, plot, pool, by, fit):
     if by:
         from subbench.leaderboard import doseresponse
 
-        cs = doseresponse.curves(entries, by, fit=fit)
-        click.echo(doseresponse.render(cs, by, "json" if fmt == "json" else "table"))
+        cs = doseresponse.curves(entries, by, fit=fit, metric=metric)
+        click.echo(doseresponse.render(cs, by, "json" if fmt == "json" else "table", metric))
         if plot:
-            doseresponse.plot(cs, by, plot)
+            doseresponse.plot(cs, by, plot, metric)
             click.echo(f"wrote {plot}", err=True)
         return
     comp = do_compare(entries, rows, cols, metric, pool=pool)

@@ -150,8 +150,23 @@ class Curve:
         return out
 
 
-def curves(entries: list[dict[str, Any]], by: str, group: str = "relation", fit: bool = False) -> list[Curve]:
-    """Per-replicate transfer ratios vs the injector parameter ``by``, one curve per facet and ``group``."""
+#: What a curve can follow, per replicate (``compare --metric``); the effects are never null.
+PER_REPLICATE = {
+    "transfer_ratio": lambda p: p["transfer_ratio"],
+    "student_effect": lambda p: p["S_student"] - p["S_control"],
+    "teacher_effect": lambda p: p["S_teacher"] - p["S_base"],
+    "student_score": lambda p: p["S_student"],
+    "control_score": lambda p: p["S_control"],
+    "teacher_score": lambda p: p["S_teacher"],
+}
+
+
+def curves(entries: list[dict[str, Any]], by: str, group: str = "relation", fit: bool = False,
+           metric: str = "transfer_ratio") -> list[Curve]:
+    """Per-replicate ``metric`` vs the injector parameter ``by``, one curve per facet and ``group``."""
+    if metric not in PER_REPLICATE:
+        raise ConfigError(f"--by takes --metric {', '.join(PER_REPLICATE)}; got {metric}.")
+    value = PER_REPLICATE[metric]
     out: dict[tuple, Curve] = {}
     for e in unique(entries):
         params = (e.get("injector") or {}).get("params") or {}
@@ -166,7 +181,7 @@ def curves(entries: list[dict[str, Any]], by: str, group: str = "relation", fit:
         key = (tuple(sorted(facet.items())), g)
         cur = out.setdefault(key, Curve(facet, g, []))
         reps = (e.get("replicates") or {}).get("per_replicate") or []
-        ys = [p["transfer_ratio"] for p in reps] if reps else [e["transfer_ratio"]]
+        ys = [value(p) for p in reps] if reps else ([e["transfer_ratio"]] if metric == "transfer_ratio" else [])
         cur.points += [(x, float(y)) for y in ys if y is not None]
     if not out:
         raise ConfigError(f"--by {by}: no entry has an injector parameter '{by}'; pick one the grid varies "
@@ -181,7 +196,7 @@ def curves(entries: list[dict[str, Any]], by: str, group: str = "relation", fit:
     return result
 
 
-def render(cs: list[Curve], by: str, fmt: str = "table") -> str:
+def render(cs: list[Curve], by: str, fmt: str = "table", metric: str = "transfer_ratio") -> str:
     import json
 
     if fmt == "json":
@@ -195,10 +210,10 @@ def render(cs: list[Curve], by: str, fmt: str = "table") -> str:
     for c in cs:
         facet = ", ".join(f"{k}={v}" for k, v in c.facet.items() if v not in ("-", "", None))
         lines += [f"== {c.group}{' | ' + facet if facet else ''} =="]
-        lines.append(f"{by:>10}  {'ratio':>7}  {'95% CI (replicates)':>20}  n")
+        lines.append(f"{by:>10}  {metric:>14}  {'95% CI (replicates)':>20}  n")
         for x, m, ci, n in c.levels():
             cis = "-" if not ci else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
-            lines.append(f"{x:>10g}  {m:>+7.3f}  {cis:>20}  {n}")
+            lines.append(f"{x:>10g}  {m:>+14.3f}  {cis:>20}  {n}")
         if c.fit is not None:
             if "error" in c.fit:
                 lines.append(f"fit: {c.fit['error']}")
@@ -211,12 +226,12 @@ def render(cs: list[Curve], by: str, fmt: str = "table") -> str:
                                    for k, v in f.params.items())
                     lines.append(f"  {f.model:<10} {SHAPE[f.model]:<10} AIC {f.aic:8.2f}  BIC {f.bic:8.2f}  {ps}")
         lines.append("")
-    lines.append("Points are per-replicate transfer ratios; 95% CI: t interval over them; ± on parameters: 1.96 x "
+    lines.append(f"Points are per-replicate {metric} values (null ratios left out); 95% CI: t interval over them; ± on parameters: 1.96 x "
                  "standard error from the fit's covariance.")
     return "\n".join(lines)
 
 
-def plot(cs: list[Curve], by: str, path: Path) -> None:
+def plot(cs: list[Curve], by: str, path: Path, metric: str = "transfer_ratio") -> None:
     """Mean ratio per strength with its 95% band and points, and the best fit, one line per group."""
     import matplotlib
 
@@ -243,7 +258,7 @@ def plot(cs: list[Curve], by: str, path: Path) -> None:
             ax.plot(grid, best.predict(grid), "--", color=color, label=f"{c.group}: {best.model} ({c.fit['shape']})")
     ax.axhline(0, color="grey", lw=0.6)
     ax.set_xlabel(by)
-    ax.set_ylabel("transfer ratio (per replicate)")
+    ax.set_ylabel(f"{metric} (per replicate)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
