@@ -331,7 +331,7 @@ class Runner:
             from subbench.lm.mechanism import answer_residual
 
             model = self.load(source)
-            if getattr(model, "model", None) is None or not hasattr(trait.component, "questions"):
+            if not _torch_lm(model) or not hasattr(trait.component, "questions"):
                 return {"layer": None}
             vec = answer_residual(model, trait.component.questions(trait.params), int(layers[0]))
             atomic_write_text(tmp / "residual.json", json.dumps({"layer": int(layers[0]), "mean": vec}) + "\n")
@@ -342,15 +342,17 @@ class Runner:
 
     def teacher_kl(self, base_src: Source, t_src: Source, filt: Artifact) -> dict[str, Any] | None:
         """KL(teacher || base) on the teacher's kept data, once per teacher dataset (open-weight teachers only)."""
-        if not getattr(self.exp.teacher_family, "open_weights", True) or not self.exp.injector.component.open_weights:
-            return None
+        fam = self.exp.teacher_family
+        if not getattr(fam, "steering_layers", None) or not getattr(fam, "open_weights", True) \
+                or not self.exp.injector.component.open_weights:
+            return None  # causal LMs with weights only (the families that name a steering layer)
         inputs = {"teacher": t_src.key, "base": base_src.key, "data": filt.key, "max_rows": 256}
 
         def fn(tmp: Path) -> dict[str, Any]:
             from subbench.lm.mechanism import kl_from_base
 
             teacher, base = self.load(t_src), self.load(base_src)
-            if getattr(teacher, "model", None) is None or getattr(base, "model", None) is None:
+            if not (_torch_lm(teacher) and _torch_lm(base)):
                 return {"kl_from_base": None}
             return kl_from_base(teacher, base, read_jsonl(filt.path / "kept.jsonl"), max_rows=256)
 
@@ -454,6 +456,13 @@ class Runner:
         for e in entries:
             atomic_write_text(out_dir / f"{e['cell']['id']}.json", json.dumps(e, indent=2, sort_keys=True) + "\n")
         return entries
+
+
+def _torch_lm(handle) -> bool:
+    """A handle whose residual stream can be hooked: a torch module and a tokenizer (not an endpoint or vLLM)."""
+    import torch
+
+    return isinstance(getattr(handle, "model", None), torch.nn.Module) and getattr(handle, "tokenizer", None) is not None
 
 
 def base_inputs(family, seed: int, params: dict[str, Any]) -> dict[str, Any]:
