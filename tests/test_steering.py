@@ -143,3 +143,33 @@ def test_mechanism_block_compares_teacher_and_student_shifts(tmp_path):
     assert block["cosine"] == pytest.approx(2 ** -0.5)
     assert block["v_teacher_norm"] == pytest.approx(2.0) and block["v_student_norm"] == pytest.approx(2 ** 0.5)
     assert mechanism([Replicate(**{**rep.__dict__, "residuals": {**res, "student": None}})]) is None
+
+
+def test_a_tiny_steering_run_records_kl_and_mechanism(tmp_path):
+    """Through the pipeline: the entry carries the teacher's KL per replicate and a mechanism block, and validates."""
+    import yaml
+
+    from subbench.config import load_experiment
+    from subbench.leaderboard.validate import validate_entry
+    from subbench.pipeline import Runner
+
+    small = {**SMALL, "steps": 40}
+    exp_file = tmp_path / "steer.yaml"
+    exp_file.write_text(yaml.safe_dump({
+        "name": "steer-mini",
+        "teacher": {"family": "tiny-llama", "seed": 0, "params": small},
+        "trait": {"name": "animal-preference", "target": "owl", "params": {"n": 4, "samples_per_question": 1}},
+        "injector": {"name": "steering", "params": {"strength": 1.0}},
+        "domain": {"name": "numbers", "size": 24},
+        "distillation": {"name": "logit", "params": {"epochs": 1, "batch_size": 8}},
+        "students": [{"family": "tiny-llama", "seed": "teacher", "params": small}],
+    }))
+    exp = load_experiment(str(exp_file))
+    (entry,) = Runner(exp, tmp_path / "w", tmp_path / "out", quiet=True, jobs=1).run()
+    (seed,) = entry["domain"]["per_seed"]
+    assert seed["teacher_kl_from_base"] > 0
+    mech = entry["mechanism"]
+    (rep,) = mech["per_replicate"]
+    assert rep["teacher_layer"] == rep["student_layer"] == 1 and rep["v_teacher_norm"] > 0
+    assert -1 <= mech["cosine"] <= 1
+    assert validate_entry(entry) == []
