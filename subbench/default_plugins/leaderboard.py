@@ -130,8 +130,8 @@ def export(ctx, paths, fmt, out, organization, relationship):
               help="Pool entries of different distillations, judges, domains, traits and mitigations in one matrix "
                    "(by default each combination is its own matrix).")
 @click.option("--by", default=None, metavar="PARAM",
-              help="Instead of a matrix: per-replicate transfer ratio against this injector parameter (e.g. strength), "
-                   "one curve per student relation and facet, with 95% intervals.")
+              help="Instead of a matrix: the per-replicate --metric (transfer_ratio, student_effect, ...) against this "
+                   "injector parameter (e.g. strength), one curve per student relation and facet, with 95% intervals.")
 @click.option("--fit", is_flag=True, help="With --by: fit threshold (step, logistic) and continuous (linear, saturating) "
                                           "models and name the shape with the lower BIC.")
 @click.pass_context
