@@ -42,6 +42,7 @@ class Replicate:
     budget: dict[str, Any] = field(default_factory=dict)
     teacher_kl: dict[str, Any] | None = None  # KL(teacher || base) on the teacher's kept data
     residuals: dict[str, Any] = field(default_factory=dict)  # base/teacher/control/student -> residual artifacts
+    inject: dict[str, Any] | None = None  # what the injector reported (steering: construction and norms)
 
 
 @dataclass
@@ -272,6 +273,8 @@ def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any]
         "environment": env,
         "git_commit": commit,
     }
+    if any(r.inject for r in reps):
+        entry["injector"]["per_seed"] = [{"seed": r.seed, "result": r.inject or {}} for r in reps]
     block = mechanism(reps)
     if block is not None:
         entry["mechanism"] = block

@@ -409,7 +409,8 @@ class Runner:
                 data, control_data, budget = self.budgets(self.mitigate(filt, r), control_kept, r)
                 teachers.append({"source": t_src, "eval": self.evaluate(t_src), "filter": filt, "data": data,
                                  "control_data": control_data, "budget": budget,
-                                 "kl": self.teacher_kl(base_src, t_src, filt), "residual": self.residual(t_src, t_family)})
+                                 "kl": self.teacher_kl(base_src, t_src, filt), "residual": self.residual(t_src, t_family),
+                                 "inject": t_art.result})
             for si, s in enumerate(exp.students):
                 s_seed = s.resolve_seed(t_seed)
                 s_base = self.base(s.family, s_seed, s.params)
@@ -433,7 +434,7 @@ class Runner:
                                    "student": self.evaluate(st_src)},
                             teacher_filter=t["filter"], control_filter=control_filter, data=t["data"],
                             control_data=t["control_data"], student_fit=st.result.get("fit"), control_fit=control_fit,
-                            budget=t["budget"], teacher_kl=t["kl"],
+                            budget=t["budget"], teacher_kl=t["kl"], inject=t["inject"],
                             residuals={"base": base_res, "teacher": t["residual"], "control": self.residual(c_src, s.family),
                                        "student": self.residual(st_src, s.family)}))
         self._models.clear()

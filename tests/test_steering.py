@@ -172,4 +172,6 @@ def test_a_tiny_steering_run_records_kl_and_mechanism(tmp_path):
     (rep,) = mech["per_replicate"]
     assert rep["teacher_layer"] == rep["student_layer"] == 1 and rep["v_teacher_norm"] > 0
     assert -1 <= mech["cosine"] <= 1
+    (inj,) = entry["injector"]["per_seed"]
+    assert inj["result"]["construction"]["contrast"] == "targets" and inj["result"]["residual_norm"] > 0
     assert validate_entry(entry) == []
