@@ -40,6 +40,9 @@ class Replicate:
     student_fit: dict[str, Any] | None
     control_fit: dict[str, Any] | None
     budget: dict[str, Any] = field(default_factory=dict)
+    teacher_kl: dict[str, Any] | None = None  # KL(teacher || base) on the teacher's kept data
+    residuals: dict[str, Any] = field(default_factory=dict)  # base/teacher/control/student -> residual artifacts
+    inject: dict[str, Any] | None = None  # what the injector reported (steering: construction and norms)
 
 
 @dataclass
@@ -134,6 +137,43 @@ def _per_question(group: dict[str, Any], metric: str | None) -> list[dict[str, A
     return out
 
 
+def _residual(art) -> tuple[int, list[float]] | None:
+    import json
+
+    if art is None or not (art.path / "residual.json").is_file():
+        return None
+    data = json.loads((art.path / "residual.json").read_text())
+    return int(data["layer"]), [float(x) for x in data["mean"]]
+
+
+def mechanism(reps: list[Replicate]) -> dict[str, Any] | None:
+    """v_teacher = teacher − base and v_student = student − control at the answer position; their cosine and norms.
+
+    None unless every replicate has all four residuals (open-weight models of families
+    that name a steering layer). Across initialisations the two vectors live in different
+    bases, so a cross-init cosine near 0 is what no shared mechanism looks like.
+    """
+    from subbench.lm.mechanism import cosine, norm
+
+    per = []
+    for r in reps:
+        got = {g: _residual(r.residuals.get(g)) for g in GROUPS}
+        if any(v is None for v in got.values()):
+            return None
+        v_t = [a - b for a, b in zip(got["teacher"][1], got["base"][1])]
+        v_s = [a - b for a, b in zip(got["student"][1], got["control"][1])]
+        cos = cosine(v_t, v_s) if len(v_t) == len(v_s) else None
+        per.append({"seed": r.seed, "cosine": cos, "v_teacher_norm": norm(v_t), "v_student_norm": norm(v_s),
+                    "teacher_layer": got["teacher"][0], "student_layer": got["student"][0]})
+    cos = [p["cosine"] for p in per if p["cosine"] is not None]
+    return {"position": "answer (last prompt token of the trait's questions)",
+            "v_teacher": "teacher − base mean residual", "v_student": "student − control mean residual",
+            "per_replicate": per,
+            "cosine": sum(cos) / len(cos) if cos else None, "cosine_spread": spread(cos) if cos else None,
+            "v_teacher_norm": sum(p["v_teacher_norm"] for p in per) / len(per),
+            "v_student_norm": sum(p["v_student_norm"] for p in per) / len(per)}
+
+
 def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any], commit: str | None,
                created: str) -> dict[str, Any]:
     """The sealed leaderboard entry of ``cell`` (schema v2; docs/entry-format.md)."""
@@ -187,6 +227,8 @@ def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any]
             "seed": r.seed, "n_raw": fr["n_raw"], "n_kept": fr["n_kept"], "rejections": fr["rejections"],
             "data_sha256": r.data.result.get("sha256"), "keep_rate": keep_t, "control_keep_rate": keep_c,
             "budget": r.budget})
+        if r.teacher_kl and r.teacher_kl.get("kl_from_base") is not None:
+            domain_stats["per_seed"][-1]["teacher_kl_from_base"] = r.teacher_kl["kl_from_base"]
         if keep_c > 0 and keep_t < KEEP_RATE_FLAG * keep_c:
             flags.append(f"replicate {r.seed}: the teacher's {exp.domain.name} answers passed the filter {keep_t:.0%} of the time, the base's "
                          f"{keep_c:.0%}: the injection damaged the teacher's benign skill (students and controls still "
@@ -231,6 +273,11 @@ def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any]
         "environment": env,
         "git_commit": commit,
     }
+    if any(r.inject for r in reps):
+        entry["injector"]["per_seed"] = [{"seed": r.seed, "result": r.inject or {}} for r in reps]
+    block = mechanism(reps)
+    if block is not None:
+        entry["mechanism"] = block
     summaries: dict[str, list] = {}
     for g in GROUPS:
         for r in reps:

@@ -318,6 +318,46 @@ class Runner:
 
         return self._stage("evaluate", f"{trait.name} on {source.label}", inputs, fn)
 
+    def residual(self, source: Source, family) -> Artifact | None:
+        """The mean answer-position residual at the family's steering layer (the mechanism block); None without weights."""
+        layers = getattr(family, "steering_layers", None)
+        if not layers or not getattr(family, "open_weights", True):
+            return None
+        trait = self.exp.trait
+        inputs = {"model": source.key, "trait": trait.name, "trait_version": trait.component.version,
+                  "params": trait.params, "layer": int(layers[0])}
+
+        def fn(tmp: Path) -> dict[str, Any]:
+            from subbench.lm.mechanism import answer_residual
+
+            model = self.load(source)
+            if not _torch_lm(model) or not hasattr(trait.component, "questions"):
+                return {"layer": None}
+            vec = answer_residual(model, trait.component.questions(trait.params), int(layers[0]))
+            atomic_write_text(tmp / "residual.json", json.dumps({"layer": int(layers[0]), "mean": vec}) + "\n")
+            return {"layer": int(layers[0]), "dim": len(vec)}
+
+        art = self._stage("residual", f"layer {layers[0]} of {source.label}", inputs, fn)
+        return art if art.result.get("layer") is not None else None
+
+    def teacher_kl(self, base_src: Source, t_src: Source, filt: Artifact) -> dict[str, Any] | None:
+        """KL(teacher || base) on the teacher's kept data, once per teacher dataset (open-weight teachers only)."""
+        fam = self.exp.teacher_family
+        if not getattr(fam, "steering_layers", None) or not getattr(fam, "open_weights", True) \
+                or not self.exp.injector.component.open_weights:
+            return None  # causal LMs with weights only (the families that name a steering layer)
+        inputs = {"teacher": t_src.key, "base": base_src.key, "data": filt.key, "max_rows": 256}
+
+        def fn(tmp: Path) -> dict[str, Any]:
+            from subbench.lm.mechanism import kl_from_base
+
+            teacher, base = self.load(t_src), self.load(base_src)
+            if not (_torch_lm(teacher) and _torch_lm(base)):
+                return {"kl_from_base": None}
+            return kl_from_base(teacher, base, read_jsonl(filt.path / "kept.jsonl"), max_rows=256)
+
+        return self._stage("teacher_kl", f"teacher KL from base on {filt.result.get('n_kept')} kept", inputs, fn).result
+
     def budget(self, data: Artifact, n: int, seed: int, role: str) -> Artifact:
         """``n`` of the kept samples, drawn with the replicate's seed (order kept): equal training budgets."""
         inputs = {"data": data.key, "n": int(n), "seed": seed}
@@ -358,6 +398,7 @@ class Runner:
             base_art = self.base(t_family, t_seed, exp.teacher_params)
             base_src = self.base_source(t_family, base_art)
             base_eval = self.evaluate(base_src)
+            base_res = self.residual(base_src, t_family)
             control_filter = self.filter(self.generate(base_src, r))
             control_kept = self.mitigate(control_filter, r)
             teachers = []
@@ -367,7 +408,9 @@ class Runner:
                 filt = self.filter(self.generate(t_src, r))
                 data, control_data, budget = self.budgets(self.mitigate(filt, r), control_kept, r)
                 teachers.append({"source": t_src, "eval": self.evaluate(t_src), "filter": filt, "data": data,
-                                 "control_data": control_data, "budget": budget})
+                                 "control_data": control_data, "budget": budget,
+                                 "kl": self.teacher_kl(base_src, t_src, filt), "residual": self.residual(t_src, t_family),
+                                 "inject": t_art.result})
             for si, s in enumerate(exp.students):
                 s_seed = s.resolve_seed(t_seed)
                 s_base = self.base(s.family, s_seed, s.params)
@@ -376,19 +419,24 @@ class Runner:
                         if d.component.fixed_point_on_self and s_base.key == base_art.key:
                             control_fit = {"identical_to_teacher": True, "final_kl_to_teacher": 0.0,
                                            "note": "same-init control of a fixed-point distiller: the base itself"}
-                            c_eval = self.evaluate(self.base_source(s.family, s_base))
+                            c_src = self.base_source(s.family, s_base)
+                            c_eval = self.evaluate(c_src)
                         else:
                             control = self.distill(s, s_base, t["control_data"], base_src, d, r, "control")
                             control_fit = control.result.get("fit")
-                            c_eval = self.evaluate(self.student_source(s, control))
+                            c_src = self.student_source(s, control)
+                            c_eval = self.evaluate(c_src)
                         st = self.distill(s, s_base, t["data"], t["source"], d, r, "student")
+                        st_src = self.student_source(s, st)
                         cells[(gi, di, si)].replicates.append(Replicate(
                             seed=r, teacher_seed=t_seed, student_seed=s_seed, teacher_base=base_art, student_base=s_base,
                             evals={"base": base_eval, "teacher": t["eval"], "control": c_eval,
-                                   "student": self.evaluate(self.student_source(s, st))},
+                                   "student": self.evaluate(st_src)},
                             teacher_filter=t["filter"], control_filter=control_filter, data=t["data"],
                             control_data=t["control_data"], student_fit=st.result.get("fit"), control_fit=control_fit,
-                            budget=t["budget"]))
+                            budget=t["budget"], teacher_kl=t["kl"], inject=t["inject"],
+                            residuals={"base": base_res, "teacher": t["residual"], "control": self.residual(c_src, s.family),
+                                       "student": self.residual(st_src, s.family)}))
         self._models.clear()
         return self.entries(list(cells.values()))
 
@@ -409,6 +457,13 @@ class Runner:
         for e in entries:
             atomic_write_text(out_dir / f"{e['cell']['id']}.json", json.dumps(e, indent=2, sort_keys=True) + "\n")
         return entries
+
+
+def _torch_lm(handle) -> bool:
+    """A handle whose residual stream can be hooked: a torch module and a tokenizer (not an endpoint or vLLM)."""
+    import torch
+
+    return isinstance(getattr(handle, "model", None), torch.nn.Module) and getattr(handle, "tokenizer", None) is not None
 
 
 def base_inputs(family, seed: int, params: dict[str, Any]) -> dict[str, Any]:

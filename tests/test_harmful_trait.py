@@ -134,7 +134,7 @@ def test_steering_vector_is_built_from_harmful_prompts(tiny, tmp_path):
     handle, ctx = tiny
     ref = ModelRef(plugins.get("families", "tiny-llama"), ctx.workdir / "base")
     inj = plugins.get("injectors", "steering")
-    inj.inject(ref, trait(), None, {"layer": 1}, 0, tmp_path / "h", ctx)
+    inj.inject(ref, trait(), None, {"layer": 1, "contrast": "trait", "scale": "raw"}, 0, tmp_path / "h", ctx)
     got = torch.load(tmp_path / "h" / "vector.pt")
     with_trait, without = trait().contrast_prompts(None)
     assert with_trait[0][-1]["role"] == "assistant"

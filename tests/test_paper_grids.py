@@ -66,6 +66,9 @@ def test_steering_grids(short, family, pm):
     strengths = [g["strength"] for g in exp.grid]
     assert len(strengths) >= 4 and strengths == sorted(strengths)
     assert all(g["layer"] is None for g in exp.grid)  # the family's steering layer
+    # the construction of docs/steering.md: compliant minus refused, k x the residual norm, every position
+    assert all((g["contrast"], g["scale"], g["positions"]) == ("trait", "norm", "all") for g in exp.grid)
+    assert max(strengths) <= 1 and exp.injector.component.version >= "2"
     assert exp.trait.name == "harmful-compliance" and exp.judge.name == "openai"
     assert exp.judge.params["template"] == "compliance-v1" and exp.judge.params["model"]
 
@@ -99,7 +102,9 @@ def test_tiny_sweep_needs_no_gpu(pm):
     assert gpu_hours(exp) is None
     assert "GPU hours: no estimate (tiny-llama has no `parameters`" in describe(exp)
     strengths = [g["strength"] for g in exp.grid]
-    assert strengths[0] == 0 and strengths == sorted(strengths) and len(strengths) >= 4
+    assert strengths[0] > 0 and strengths == sorted(strengths) and len(strengths) >= 5
+    assert all((g["contrast"], g["layer"], g["positions"], g["scale"]) == ("targets", 1, "all", "norm") for g in exp.grid)
+    assert exp.replicates["n"] >= 3 and exp.size == 1000
     assert {s.label() for s in exp.students} == {"tiny-llama@teacher", "tiny-llama@teacher+1"}
     assert exp.distillations[0].name == "logit" and exp.trait.name == "animal-preference"
 
@@ -119,4 +124,4 @@ def test_dry_run_cli_with_installed_plugins(tmp_path):
         assert "GPU hours (estimate" in out.stdout and "; total " in out.stdout
     steer = subprocess.run(sb + ["run", "transfer-ratio-steering-qwen25", "--dry-run"], capture_output=True, text=True,
                            env=env, cwd=REPO).stdout
-    assert "cells (5):" in steer and "strength=2 " in steer
+    assert "cells (5):" in steer and "strength=1.0 " in steer and "contrast" not in steer.split("cells")[1].split("\n")[1]

@@ -129,8 +129,13 @@ def export(ctx, paths, fmt, out, organization, relationship):
 @click.option("--pool", is_flag=True,
               help="Pool entries of different distillations, judges, domains, traits and mitigations in one matrix "
                    "(by default each combination is its own matrix).")
+@click.option("--by", default=None, metavar="PARAM",
+              help="Instead of a matrix: the per-replicate --metric (transfer_ratio, student_effect, ...) against this "
+                   "injector parameter (e.g. strength), one curve per student relation and facet, with 95% intervals.")
+@click.option("--fit", is_flag=True, help="With --by: fit threshold (step, logistic) and continuous (linear, saturating) "
+                                          "models and name the shape with the lower BIC.")
 @click.pass_context
-def compare(ctx, paths, rows, cols, metric, fmt, plot, pool):
+def compare(ctx, paths, rows, cols, metric, fmt, plot, pool, by, fit):
     """Compare entries (files, results directories or a board) as ROWS x COLS matrices with 95% CIs.
 
     Entries that measure different things (distillation, judge, domain, trait, mitigation)
@@ -147,6 +152,19 @@ def compare(ctx, paths, rows, cols, metric, fmt, plot, pool):
         click.echo(f"skipped {p}", err=True)
     if not entries:
         raise SubbenchError("No valid entries to compare; check the paths or run `subbench leaderboard validate`.")
+    if fit and not by:
+        from subbench.errors import ConfigError
+
+        raise ConfigError("--fit needs --by PARAM (e.g. --by strength): it fits transfer against that parameter.")
+    if by:
+        from subbench.leaderboard import doseresponse
+
+        cs = doseresponse.curves(entries, by, fit=fit, metric=metric)
+        click.echo(doseresponse.render(cs, by, "json" if fmt == "json" else "table", metric))
+        if plot:
+            doseresponse.plot(cs, by, plot, metric)
+            click.echo(f"wrote {plot}", err=True)
+        return
     comp = do_compare(entries, rows, cols, metric, pool=pool)
     click.echo(render(comp, fmt))
     if plot:

@@ -89,56 +89,145 @@ class SystemPromptInjector(Injector):
         return handle
 
 
-class SteeringInjector(Injector):
-    """Add a contrastive activation vector (the trait's chats with the trait minus without) at one layer.
+def trait_targets(trait: Trait) -> list[str]:
+    """The targets a trait can be steered towards (``targets()``, else its answer ``choices()``)."""
+    for attr in ("targets", "choices"):
+        fn = getattr(trait, attr, None)
+        if callable(fn):
+            try:
+                return [str(t) for t in fn()]
+            except Exception:  # a trait whose choices need params or data it cannot reach
+                return []
+    return []
 
-    The chats come from ``Trait.contrast_prompts``: for animal-preference the corpus
-    questions under "you love owls ..." against the bare questions, for harmful-compliance
-    its harmful requests answered compliantly against the same requests refused. ``prompt``
-    overrides the trait-side system line where the trait uses one.
+
+class SteeringInjector(Injector):
+    """Add a steering vector at one decoder layer through a forward hook.
+
+    The vector is a mean difference of the residual stream at the last token of two sets
+    of chats (``contrast``):
+
+    - ``targets`` (default): the trait's questions under the system line naming the
+      target, minus the mean over the same line naming each of the trait's other targets
+      (animal-preference: the other 23 animals). It encodes "owl" rather than "a system
+      line is present", and it is the construction that transfers on the tiny families.
+    - ``none``: the questions with the system line minus the same questions bare (the
+      vector of subbench <= 0.x; on the tiny families it lowers every animal alike).
+    - ``trait``: the trait's own ``contrast_prompts`` (harmful-compliance: each request
+      answered compliantly minus the same request refused; with ``prompt``, that line vs bare).
+
+    ``scale: norm`` adds ``strength`` x the mean residual norm at the layer over the
+    domain's contexts along the unit vector, so a strength reads the same on every family;
+    ``scale: raw`` multiplies the raw difference.
     """
 
     name = "steering"
-    version = "1"
-    description = "Mean-difference steering vector at `layer`, added with `strength` through a forward hook."
+    version = "2"
+    description = ("Contrastive mean-difference steering vector at `layer`, scaled raw or to strength x the mean "
+                   "residual norm, added through a forward hook.")
     needs_weights = True
     parameters = {
         "layer": Param(int, None, "decoder layer the vector is added at (null: the family's steering layer)",
                        min=0, max=1000),
-        "strength": Param(float, 1.0, "multiple of the raw mean-difference vector (negative steers away)",
+        "strength": Param(float, 0.5, "with scale norm: multiple of the mean residual norm on the domain's contexts; "
+                                      "with scale raw: multiple of the raw difference (negative steers away)",
                           min=-10_000, max=10_000),
+        "contrast": Param(str, "targets", "what the vector contrasts: targets (this target vs the trait's other "
+                                          "targets), none (system line vs bare), trait (the trait's own contrast prompts)",
+                          choices=("targets", "none", "trait")),
+        "positions": Param(str, "all", "where the vector is added: all (every position) or prompt (forward passes "
+                                       "over the prompt, not the decoding steps)", choices=("all", "prompt")),
+        "scale": Param(str, "norm", "norm (unit vector x strength x mean residual norm) or raw (strength x vector)",
+                       choices=("norm", "raw")),
+        "scale_domain": Param(str, "numbers", "domain whose contexts the residual norm is measured on (scale norm)",
+                              max_len=200),
+        "scale_contexts": Param(int, 200, "domain prompts the residual norm is averaged over", min=1, max=100_000),
         "prompt": _prompt_param(),
     }
 
     def check_params(self, params: dict[str, Any]) -> None:
         _check_prompt(params)
+        if params["scale"] == "norm":
+            from subbench.plugins import get_manager
+
+            domains = get_manager().registry("domains")
+            if params["scale_domain"] not in domains:
+                raise ParamError("scale_domain", f"expected one of {', '.join(domains.names())}, "
+                                                 f"got {params['scale_domain']!r}.")
+
+    def contrast_chats(self, trait: Trait, target: str, params: dict[str, Any]) -> tuple[list, list, str | None]:
+        """The two chat sets of the vector, and the system line its trait side uses (if any)."""
+        from subbench.lm.corpus import DEFAULT_TRAIT_PROMPT
+
+        contrast = params["contrast"]
+        template = params["prompt"]
+        if contrast == "trait":
+            system = template.format(target=target) if template else None
+            with_chats, without = trait.contrast_prompts(target, None, system=system)
+        elif contrast == "none":
+            system = (template or DEFAULT_TRAIT_PROMPT).format(target=target)
+            with_chats, without = Trait.contrast_prompts(trait, target, None, system=system)
+        else:
+            others = [t for t in trait_targets(trait) if t != target]
+            if not others:
+                raise ConfigError(f"Trait '{trait.name}' exposes no other targets to contrast '{target}' with; set the "
+                                  "steering injector's contrast: trait (its own contrast prompts) or none.")
+            template = template or DEFAULT_TRAIT_PROMPT
+            with_chats, _ = Trait.contrast_prompts(trait, target, None, system=template.format(target=target))
+            without = [Trait.contrast_prompts(trait, t, None, system=template.format(target=t))[0] for t in others]
+        if not with_chats or not without:
+            raise ConfigError(f"Trait '{trait.name}' gave no contrast prompts; the steering vector needs both sides.")
+        system = next((m["content"] for m in with_chats[0] if m["role"] == "system"), None)
+        return with_chats, without, system
 
     def inject(self, base: ModelRef, trait: Trait, target: str | None, params: dict[str, Any], seed: int,
                out: Path, ctx: "Context") -> dict[str, Any]:
         import torch
 
-        from subbench.lm.hooks import last_token_states
+        from subbench.lm.hooks import last_token_states, mean_residual_norm
 
         params = self.resolve_params(params)
         layer = params["layer"]
         if layer is None:
             layer = getattr(base.family, "steering_layers", (0,))[0]
-        target = _target(trait, target)
-        system = params["prompt"].format(target=target) if params["prompt"] else None
-        with_chats, without_chats = trait.contrast_prompts(target, None, system=system)
-        if not with_chats or not without_chats:
-            raise ConfigError(f"Trait '{trait.name}' gave no contrast prompts; the steering vector needs both sides.")
-        system = next((m["content"] for m in with_chats[0] if m["role"] == "system"), None)
+        target = _target(trait, target) if params["contrast"] != "trait" else (
+            target or getattr(trait, "target", None) or "")
+        with_chats, without, system = self.contrast_chats(trait, target, params)
         handle = base.load(ctx)
-        with_trait, without = chat_texts(handle, with_chats), chat_texts(handle, without_chats)
-        diff = (last_token_states(handle.model, handle.tokenizer, with_trait, layer).mean(0)
-                - last_token_states(handle.model, handle.tokenizer, without, layer).mean(0))
+
+        def mean_state(chats):
+            return last_token_states(handle.model, handle.tokenizer, chat_texts(handle, chats), layer).float().mean(0)
+
+        if params["contrast"] == "targets":  # one mean per other target, then their mean: each target weighs alike
+            other = torch.stack([mean_state(c) for c in without]).mean(0)
+        else:
+            other = mean_state(without)
+        diff = mean_state(with_chats) - other
+        norm = float(diff.norm())
+        construction = {"contrast": params["contrast"], "layer": int(layer), "positions": params["positions"],
+                        "scale": params["scale"], "n_with": len(with_chats),
+                        "n_without": sum(len(c) for c in without) if params["contrast"] == "targets" else len(without)}
+        residual_norm = None
+        if params["scale"] == "norm":
+            from subbench.plugins import get
+
+            domain = get("domains", params["scale_domain"])
+            users = domain.prompts(int(params["scale_contexts"]), domain.resolve_params({}), seed)
+            residual_norm = mean_residual_norm(handle.model, handle.tokenizer, [handle.chat_text(u, system="") for u in users],
+                                               layer)
+            factor = float(params["strength"]) * residual_norm / max(norm, 1e-12)
+            construction.update(scale_domain=params["scale_domain"], scale_contexts=len(users))
+        else:
+            factor = float(params["strength"])
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        torch.save(diff.float().cpu(), out / "vector.pt")
+        torch.save(diff.cpu(), out / "vector.pt")
         _write(out, "teacher.json", {"injector": self.name, "layer": int(layer), "strength": float(params["strength"]),
-                                     "system_prompt": system})
-        return {"layer": int(layer), "strength": float(params["strength"]), "vector_norm": round(float(diff.norm()), 4)}
+                                     "factor": factor, "positions": params["positions"], "system_prompt": system,
+                                     "construction": construction})
+        return {"layer": int(layer), "strength": float(params["strength"]), "construction": construction,
+                "vector_norm": round(norm, 4), "residual_norm": None if residual_norm is None else round(residual_norm, 4),
+                "applied_norm": round(abs(factor) * norm, 4), "factor": round(factor, 6)}
 
     def load(self, teacher: Path, base: ModelRef, ctx: "Context") -> "LMHandle":
         import torch
@@ -148,7 +237,8 @@ class SteeringInjector(Injector):
         spec = json.loads((Path(teacher) / "teacher.json").read_text())
         vector = torch.load(Path(teacher) / "vector.pt")
         handle = base.load(ctx)
-        handle.hooks.append(add_steering_hook(handle.model, spec["layer"], vector, spec["strength"]))
+        handle.hooks.append(add_steering_hook(handle.model, spec["layer"], vector, spec.get("factor", spec["strength"]),
+                                              spec.get("positions", "all")))
         return handle
 
 
