@@ -2,6 +2,8 @@
 
 Stages (each an artifact keyed by the hash of its inputs and the component versions):
 ``base`` → ``inject`` → ``generate`` → ``filter`` → [``mitigate``] → ``distill`` → ``evaluate``.
+A mitigation acts at its point (docs/mitigations.md): ``generate`` (decoding, activations),
+``mitigate`` (data) or ``distill`` (training), on the teacher's side and the control's alike.
 Models are loaded only when a stage has to run, so a fully cached re-run touches no
 weights and imports no deep-learning library.
 """
@@ -19,7 +21,7 @@ from typing import Any, Callable
 
 from subbench.artifacts import Artifact, ArtifactStore, atomic_write_text, read_jsonl, write_jsonl
 from subbench.cell import Cell, Replicate, make_entry, student_tag
-from subbench.components import ModelRef
+from subbench.components import Mitigation, ModelRef
 from subbench.config import Experiment, Spec, StudentSpec
 from subbench.context import Context
 from subbench.crashlog import component_failure, debug
@@ -130,8 +132,7 @@ class Runner:
         exp = self.exp
         found = [exp.teacher_family, exp.trait.component, exp.injector.component, exp.domain.component,
                  exp.judge.component] + [s.family for s in exp.students] + [d.component for d in exp.distillations]
-        if exp.mitigation is not None:
-            found.append(exp.mitigation.component)
+        found.extend(m.component for m in exp.mitigations if m is not None)
         for registry in get_manager().registries.values():
             found.extend(registry)
         return found
@@ -210,17 +211,43 @@ class Runner:
         ref = ModelRef(family, base_art.path, base_art.result)
         return Source(teacher_art.key, f"teacher {inj.name}", lambda: inj.load(teacher_art.path, ref, self.ctx))
 
-    def generate(self, source: Source, seed: int) -> Artifact:
+    def generate(self, source: Source, seed: int, mit: Spec | None = None,
+                 direction: tuple[Source, Source] | None = None) -> Artifact:
+        """The domain's raw samples from ``source``; a decoding or activations ``mit`` acts here.
+
+        ``direction`` (teacher, base) are the models an activations defence reads its
+        direction from; the same pair serves the teacher's and the control's generation.
+        """
         dom = self.exp.domain
         inputs = {"source": source.key, "domain": dom.name, "version": dom.component.version,
                   "params": dom.params, "size": self.exp.size, "seed": seed}
+        point = _point(mit)
+        if point in ("decoding", "activations"):
+            inputs["mitigation"] = {"name": mit.name, "version": mit.component.version, "params": mit.params,
+                                    "point": point}
+            if point == "activations":
+                inputs["mitigation"]["direction_from"] = [direction[0].key, direction[1].key]
+                inputs["mitigation"].update(trait=self.exp.trait.name, target=self.exp.target)
 
         def fn(tmp: Path) -> dict[str, Any]:
             model = self.load(source)
-            n = write_jsonl(tmp / "raw.jsonl", dom.component.generate(model, self.exp.size, dom.params, seed, self.ctx))
+            hooks: list[Any] = []
+            if point == "decoding":
+                model = _Decoding(model, mit.component.decode(mit.params))
+            elif point == "activations":
+                teacher, base = self.load(direction[0]), self.load(direction[1])
+                model = self.load(source)  # the LRU may have evicted it while the pair loaded
+                hooks = list(mit.component.activation_hooks(model, teacher, base, self.exp.trait, self.exp.target,
+                                                            mit.params, self.ctx) or [])
+            try:
+                n = write_jsonl(tmp / "raw.jsonl", dom.component.generate(model, self.exp.size, dom.params, seed, self.ctx))
+            finally:
+                for h in hooks:
+                    h.remove()
             return {"n_raw": n, "sha256": sha256_file(tmp / "raw.jsonl")}
 
-        return self._stage("generate", f"{dom.name} x{self.exp.size} from {source.label}", inputs, fn)
+        tag = f" under {mit.name}" if "mitigation" in inputs else ""
+        return self._stage("generate", f"{dom.name} x{self.exp.size} from {source.label}{tag}", inputs, fn)
 
     def filter(self, gen: Artifact) -> Artifact:
         dom = self.exp.domain
@@ -248,21 +275,59 @@ class Runner:
 
         return self._stage("filter", f"{dom.name} filter", inputs, fn)
 
-    def mitigate(self, data: Artifact, seed: int) -> Artifact:
-        mit = self.exp.mitigation
-        if mit is None:
+    def mitigate(self, data: Artifact, seed: int, mit: Spec | None = None) -> Artifact:
+        if _point(mit) != "data":
             return data
         inputs = {"data": data.key, "mitigation": mit.name, "version": mit.component.version, "params": mit.params, "seed": seed}
 
         def fn(tmp: Path) -> dict[str, Any]:
             rows = mit.component.apply(read_jsonl(data.path / "kept.jsonl"), mit.params, seed, self.ctx)
             n = write_jsonl(tmp / "kept.jsonl", rows)
+            if not n:
+                raise SubbenchError(f"Mitigation {mit.name} kept none of {data.result.get('n_kept')} samples; "
+                                    "loosen its parameters.")
             return {"n_in": data.result.get("n_kept"), "n_kept": n, "sha256": sha256_file(tmp / "kept.jsonl")}
 
         return self._stage("mitigate", f"{mit.name}", inputs, fn)
 
-    def distill(self, student: StudentSpec, s_base: Artifact, data: Artifact, source: Source, dist: Spec, seed: int, role: str) -> Artifact:
+    def mitigate_pair(self, data: Artifact, control: Artifact, seed: int, mit: Spec | None) -> tuple[Artifact, Artifact]:
+        """A data defence on the teacher's and the control's kept data: one call sees both sides."""
+        if _point(mit) != "data":
+            return data, control
+        comp = mit.component
+        if type(comp).apply_pair is Mitigation.apply_pair:  # side by side: the single-side stage (same keys as before)
+            return self.mitigate(data, seed, mit), self.mitigate(control, seed, mit)
+        arts = []
+        for role in ("teacher", "control"):
+            inputs = {"data": data.key, "control": control.key, "role": role, "mitigation": mit.name,
+                      "version": comp.version, "params": mit.params, "seed": seed}
+
+            def fn(tmp: Path, role=role) -> dict[str, Any]:
+                t_rows, c_rows, info = comp.apply_pair(read_jsonl(data.path / "kept.jsonl"),
+                                                       read_jsonl(control.path / "kept.jsonl"), mit.params, seed, self.ctx)
+                rows = t_rows if role == "teacher" else c_rows
+                src = data if role == "teacher" else control
+                n = write_jsonl(tmp / "kept.jsonl", rows)
+                if not n:
+                    raise SubbenchError(f"Mitigation {mit.name} kept none of the {role}'s {src.result.get('n_kept')} "
+                                        "samples; loosen its parameters.")
+                return {"n_in": src.result.get("n_kept"), "n_kept": n, "info": info or {},
+                        "sha256": sha256_file(tmp / "kept.jsonl")}
+
+            arts.append(self._stage("mitigate", f"{mit.name} ({role})", inputs, fn))
+        return arts[0], arts[1]
+
+    def distill(self, student: StudentSpec, s_base: Artifact, data: Artifact, source: Source, dist: Spec, seed: int, role: str,
+                mit: Spec | None = None, direction: tuple[Source, Source] | None = None) -> Artifact:
+        """A student (or control) distilled from ``source`` on ``data``.
+
+        A training defence overrides the distiller's params here; an activations defence
+        keeps its hooks on the teacher (or the control's base) while a logit distiller reads
+        its distributions, since those are the teacher writing too.
+        """
         comp = dist.component
+        if _point(mit) == "training":  # the same override for the student and its control
+            dist = Spec(dist.kind, comp, comp.resolve_params(mit.component.train_params(comp, dist.params, mit.params)))
         inputs = {
             "student_base": s_base.key,
             "data": data.key,
@@ -272,12 +337,29 @@ class Runner:
             "params": dist.params,
             "seed": seed,
         }
+        hooked = _point(mit) == "activations" and comp.needs_teacher_model and direction is not None
+        if hooked:
+            inputs["mitigation"] = {"name": mit.name, "version": mit.component.version, "params": mit.params,
+                                    "direction_from": [direction[0].key, direction[1].key],
+                                    "trait": self.exp.trait.name, "target": self.exp.target}
 
         def fn(tmp: Path) -> dict[str, Any]:
-            teacher = self.load(source) if comp.needs_teacher_model else None
+            teacher, hooks = None, []
+            if comp.needs_teacher_model:
+                if hooked:
+                    t_model, b_model = self.load(direction[0]), self.load(direction[1])
+                    teacher = self.load(source)
+                    hooks = list(mit.component.activation_hooks(teacher, t_model, b_model, self.exp.trait,
+                                                                self.exp.target, mit.params, self.ctx) or [])
+                else:
+                    teacher = self.load(source)
             rows = read_jsonl(data.path / "kept.jsonl")
             ref = ModelRef(student.family, s_base.path, s_base.result)
-            result = dict(comp.distill(ref, rows, teacher, dist.params, seed, tmp, self.ctx) or {})
+            try:
+                result = dict(comp.distill(ref, rows, teacher, dist.params, seed, tmp, self.ctx) or {})
+            finally:
+                for h in hooks:
+                    h.remove()
             result.setdefault("sha256", sha256_dir(tmp))
             return result
 
@@ -350,47 +432,66 @@ class Runner:
         self.prebuild_bases()
         glabels = grid_labels(exp.grid)
         dlabels = distillation_labels(exp.distillations)
-        cells = {(gi, di, si): Cell(glabels[gi], g, d, dlabels[di], s)
-                 for gi, g in enumerate(exp.grid) for di, d in enumerate(exp.distillations)
-                 for si, s in enumerate(exp.students)}
+        mits = exp.mitigations
+        mlabels = mitigation_labels(mits)
+        cells = {(mi, gi, di, si): Cell(glabels[gi], g, d, dlabels[di], s, mitigation=m, mitigation_label=mlabels[mi])
+                 for mi, m in enumerate(mits) for gi, g in enumerate(exp.grid)
+                 for di, d in enumerate(exp.distillations) for si, s in enumerate(exp.students)}
+        if None in mits and len(mits) > 1:  # paired scoring: each mitigated cell against the same cell unmitigated
+            none_i = mits.index(None)
+            for (mi, gi, di, si), c in cells.items():
+                if mi != none_i:
+                    c.baseline = cells[(none_i, gi, di, si)]
         for r in exp.seeds:
             t_seed = exp.teacher_seed_for(r)
             base_art = self.base(t_family, t_seed, exp.teacher_params)
             base_src = self.base_source(t_family, base_art)
             base_eval = self.evaluate(base_src)
-            control_filter = self.filter(self.generate(base_src, r))
-            control_kept = self.mitigate(control_filter, r)
-            teachers = []
-            for g in exp.grid:
-                t_art = self.inject(t_family, base_art, g, r)
-                t_src = self.teacher_source(t_family, base_art, t_art)
-                filt = self.filter(self.generate(t_src, r))
-                data, control_data, budget = self.budgets(self.mitigate(filt, r), control_kept, r)
-                teachers.append({"source": t_src, "eval": self.evaluate(t_src), "filter": filt, "data": data,
-                                 "control_data": control_data, "budget": budget})
-            for si, s in enumerate(exp.students):
-                s_seed = s.resolve_seed(t_seed)
-                s_base = self.base(s.family, s_seed, s.params)
-                for di, d in enumerate(exp.distillations):
-                    for gi, t in enumerate(teachers):
-                        if d.component.fixed_point_on_self and s_base.key == base_art.key:
-                            control_fit = {"identical_to_teacher": True, "final_kl_to_teacher": 0.0,
-                                           "note": "same-init control of a fixed-point distiller: the base itself"}
-                            c_eval = self.evaluate(self.base_source(s.family, s_base))
-                        else:
-                            control = self.distill(s, s_base, t["control_data"], base_src, d, r, "control")
-                            control_fit = control.result.get("fit")
-                            c_eval = self.evaluate(self.student_source(s, control))
-                        st = self.distill(s, s_base, t["data"], t["source"], d, r, "student")
-                        cells[(gi, di, si)].replicates.append(Replicate(
-                            seed=r, teacher_seed=t_seed, student_seed=s_seed, teacher_base=base_art, student_base=s_base,
-                            evals={"base": base_eval, "teacher": t["eval"], "control": c_eval,
-                                   "student": self.evaluate(self.student_source(s, st))},
-                            teacher_filter=t["filter"], control_filter=control_filter, data=t["data"],
-                            control_data=t["control_data"], student_fit=st.result.get("fit"), control_fit=control_fit,
-                            budget=t["budget"]))
+            for mi, mit in enumerate(mits):
+                self._replicate(cells, mi, mit, r, t_seed, base_art, base_src, base_eval)
         self._models.clear()
         return self.entries(list(cells.values()))
+
+    def _replicate(self, cells, mi: int, mit: Spec | None, r: int, t_seed: int, base_art: Artifact, base_src: Source,
+                   base_eval: Artifact) -> None:
+        """One replicate of every cell under mitigation ``mit`` (None: unmitigated)."""
+        exp = self.exp
+        t_family = exp.teacher_family
+        teachers = []
+        for g in exp.grid:
+            t_art = self.inject(t_family, base_art, g, r)
+            t_src = self.teacher_source(t_family, base_art, t_art)
+            pair = (t_src, base_src)
+            control_filter = self.filter(self.generate(base_src, r, mit, pair))
+            filt = self.filter(self.generate(t_src, r, mit, pair))
+            mdata, mcontrol = self.mitigate_pair(filt, control_filter, r, mit)
+            data, control_data, budget = self.budgets(mdata, mcontrol, r)
+            if mdata is not filt:
+                budget["mitigation"] = {"n_teacher_in": filt.result["n_kept"], "n_control_in": control_filter.result["n_kept"],
+                                        **({"info": mdata.result["info"]} if mdata.result.get("info") else {})}
+            teachers.append({"source": t_src, "eval": self.evaluate(t_src), "filter": filt, "data": data,
+                             "control_data": control_data, "budget": budget, "control_filter": control_filter, "pair": pair})
+        for si, s in enumerate(exp.students):
+            s_seed = s.resolve_seed(t_seed)
+            s_base = self.base(s.family, s_seed, s.params)
+            for di, d in enumerate(exp.distillations):
+                for gi, t in enumerate(teachers):
+                    if d.component.fixed_point_on_self and s_base.key == base_art.key:
+                        control_fit = {"identical_to_teacher": True, "final_kl_to_teacher": 0.0,
+                                       "note": "same-init control of a fixed-point distiller: the base itself"}
+                        c_eval = self.evaluate(self.base_source(s.family, s_base))
+                    else:
+                        control = self.distill(s, s_base, t["control_data"], base_src, d, r, "control", mit, t["pair"])
+                        control_fit = control.result.get("fit")
+                        c_eval = self.evaluate(self.student_source(s, control))
+                    st = self.distill(s, s_base, t["data"], t["source"], d, r, "student", mit, t["pair"])
+                    cells[(mi, gi, di, si)].replicates.append(Replicate(
+                        seed=r, teacher_seed=t_seed, student_seed=s_seed, teacher_base=base_art, student_base=s_base,
+                        evals={"base": base_eval, "teacher": t["eval"], "control": c_eval,
+                               "student": self.evaluate(self.student_source(s, st))},
+                        teacher_filter=t["filter"], control_filter=t["control_filter"], data=t["data"],
+                        control_data=t["control_data"], student_fit=st.result.get("fit"), control_fit=control_fit,
+                        budget=t["budget"]))
 
     # -- entries -----------------------------------------------------------------
     def entries(self, cells: list[Cell]) -> list[dict[str, Any]]:
@@ -402,13 +503,51 @@ class Runner:
         for cell in cells:
             s = cell.student
             cell_id = slug(f"{exp.injector.name}{'-' + cell.setting if cell.setting else ''}__{cell.distillation_label}"
-                           f"__{s.family.name}-s{s.seed}{student_tag(s)}")
+                           f"__{s.family.name}-s{s.seed}{student_tag(s)}"
+                           f"{'__mit-' + cell.mitigation_label if cell.mitigation is not None and len(exp.mitigations) > 1 else ''}")
             entries.append(make_entry(exp, cell, cell_id, self.workdir, env, commit, created))
         out_dir = self.out / exp.name
         out_dir.mkdir(parents=True, exist_ok=True)
         for e in entries:
             atomic_write_text(out_dir / f"{e['cell']['id']}.json", json.dumps(e, indent=2, sort_keys=True) + "\n")
         return entries
+
+
+def _point(mit: Spec | None) -> str | None:
+    return None if mit is None else getattr(mit.component, "point", "data")
+
+
+class _Decoding:
+    """A model whose ``generate`` takes a decoding defence's overrides (same model, other sampler)."""
+
+    def __init__(self, model: Any, overrides: dict[str, Any]):
+        self._model = model
+        self._overrides = dict(overrides)
+
+    def generate(self, *args, **kwargs):
+        return self._model.generate(*args, **{**kwargs, **self._overrides})
+
+    def __getattr__(self, item):
+        return getattr(self._model, item)
+
+    def __getitem__(self, item):
+        return self._model[item]
+
+
+def mitigation_labels(mits: list) -> list[str]:
+    """'none', the name, or the name and its differing params when a name appears twice."""
+    labels = []
+    for m in mits:
+        if m is None:
+            labels.append("none")
+            continue
+        same = [o for o in mits if o is not None and o.name == m.name]
+        if len(same) == 1:
+            labels.append(m.name)
+            continue
+        varying = [k for k in m.params if len({json.dumps(o.params.get(k), sort_keys=True) for o in same}) > 1]
+        labels.append(f"{m.name}[{','.join(f'{k}={m.params[k]}' for k in varying)}]")
+    return labels
 
 
 def base_inputs(family, seed: int, params: dict[str, Any]) -> dict[str, Any]:
