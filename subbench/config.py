@@ -457,9 +457,10 @@ def _check_mitigations(v, mitigations: list, distillations: list, t_family) -> N
         if point not in MITIGATION_POINTS:
             v.fail(f"{where}.name", f"mitigation '{m.name}' declares point {point!r}; a plugin must use one of "
                    f"{', '.join(MITIGATION_POINTS)}.")
-        if point == "activations" and not getattr(t_family, "open_weights", True):
-            v.fail(f"{where}.name", f"mitigation '{m.name}' hooks the teacher's activations, but family "
-                   f"'{t_family.name}' is text-only; use a decoding or data defence.")
+        needs = point == "activations" or getattr(m.component, "needs_open_weights", False)
+        if needs and not getattr(t_family, "open_weights", True):
+            v.fail(f"{where}.name", f"mitigation '{m.name}' needs the teacher's weights or logits, but family "
+                   f"'{t_family.name}' is text-only; use a data or training defence.")
         if point == "training":
             for d in distillations:
                 try:
