@@ -650,12 +650,15 @@ def format_table(entries: list[dict[str, Any]]) -> str:
     """
     head = ["teacher", "distill", "student", "relation", "n_train", "S_base", "S_teacher", "S_control", "S_student",
             "ratio", "95% CI", "sd", "per replicate", "fit"]
+    with_mit = any(e.get("mitigation") for e in entries)
+    if with_mit:
+        head.insert(0, "mitigation")
     rows = []
     for e in entries:
         sc = e["scores"]
         reps = (e.get("replicates") or {}).get("per_replicate") or []
         n_train = sorted({p.get("n_train") for p in reps if p.get("n_train") is not None})
-        rows.append([
+        rows.append(([mitigation_label(e)] if with_mit else []) + [
             e["cell"]["teacher_setting"], e["cell"]["distillation"], e["cell"]["student"], e["student"]["relation"],
             "/".join(map(str, n_train)) or "-",
             f"{sc['base']['mean']:.3f}", f"{sc['teacher']['mean']:.3f}", f"{sc['control']['mean']:.3f}",
@@ -679,6 +682,7 @@ def format_table(entries: list[dict[str, Any]]) -> str:
                           " ".join("null" if v is None else f"{v:+.2f}" for v in x.get("per_replicate") or [])])
         lines += _table(["distill", "student", "relation", "S_base", "S_teacher", "S_control", "S_student", "ratio",
                          "95% CI", "sd", "per replicate"], mrows)
+    lines += mitigation_table(entries)
     n_rep = max((len(e.get("seeds") or []) for e in entries), default=0)
     over = (entries[0].get("replicates") or {}).get("over") if entries else None
     if n_rep:
@@ -690,6 +694,42 @@ def format_table(entries: list[dict[str, Any]]) -> str:
         lines.append("")
         lines += [f"note: {n}" for n in dict.fromkeys(notes)]
     return "\n".join(lines)
+
+
+def mitigation_label(entry: dict[str, Any]) -> str:
+    m = entry.get("mitigation") or {}
+    return m.get("label") or m.get("name") or "none"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def mitigation_table(entries: list[dict[str, Any]]) -> list[str]:
+    """Per defence and student: the transfer it removed (paired CI) and what it cost."""
+    rows = []
+    for e in entries:
+        eff = e.get("mitigation_effect")
+        if not eff:
+            continue
+        u = eff.get("utility") or {}
+        fit = u.get("student_fit") or {}
+        det = u.get("detector") or {}
+        red = eff.get("transfer_reduction")
+        rows.append([mitigation_label(e), (e["mitigation"] or {}).get("point", "-"), e["cell"]["distillation"],
+                     e["cell"]["student"], e["student"]["relation"], _ratio(eff.get("ratio_unmitigated")),
+                     _ratio(eff.get("ratio_mitigated")), "-" if red is None else f"{red:+.0%}",
+                     "-" if not eff.get("ci95") else f"[{eff['ci95'][0]:+.0%}, {eff['ci95'][1]:+.0%}]",
+                     _pct(u.get("data_kept")),
+                     "-" if fit.get("relative") is None else f"x{fit['relative']:.2f}",
+                     "-" if not det else f"{det['tpr']:.0%}@{det['fpr']:.0%}"])
+    if not rows:
+        return []
+    return ["", "mitigation effect (paired with the same cell unmitigated: same teacher, replicates, eval prompts):",
+            *_table(["mitigation", "point", "distill", "student", "relation", "ratio_none", "ratio_mit", "reduction",
+                     "95% CI", "data kept", "student fit", "detector TPR@FPR"], rows),
+            "reduction = 1 - ratio_mit / ratio_none (paired bootstrap CI); student fit = the student's final fit "
+            "(KL to its teacher, or loss) relative to the unmitigated student's (> 1: worse)."]
 
 
 def _fit_summary(fits: list[dict[str, Any]]) -> str:

@@ -279,3 +279,57 @@ def test_a_training_override_the_distiller_rejects_is_a_config_error(tmp_path):
             pm.unregister_plugin("toy-mit")
     assert isinstance(res.exception, ConfigError), res.output
     assert "cannot apply to distiller 'toy-copy'" in str(res.exception)
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from subbench.cli import build_cli
+
+    return CliRunner().invoke(build_cli(), [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def track_dir(track, tmp_path_factory):
+    _, by = track
+    out = tmp_path_factory.mktemp("entries") / "mt"
+    out.mkdir()
+    for e in by.values():
+        (out / f"{e['cell']['id']}.json").write_text(json.dumps(e))
+    return out
+
+
+def test_track_entries_match_the_schema_and_the_run_prints_the_effect_table(track, track_dir):
+    import jsonschema
+
+    from subbench.leaderboard.entries import load_schema
+
+    res, _ = track
+    assert "mitigation effect (paired" in res.output and "toy-slow" in res.output
+    validator = jsonschema.Draft202012Validator(load_schema())
+    for f in track_dir.glob("*.json"):
+        assert list(validator.iter_errors(json.loads(f.read_text()))) == []
+
+
+def test_compare_rows_mitigation(track_dir):
+    res = _cli("compare", track_dir, "--rows", "mitigation", "--cols", "relation", "--metric", "transfer_reduction")
+    assert res.exit_code == 0, res.output
+    for label in ("none", "toy-narrow", "toy-drop-high", "toy-slow", "toy-pull"):
+        assert label in res.output
+    res = _cli("compare", track_dir, "--rows", "mitigation", "--cols", "student")
+    assert res.exit_code == 0, res.output
+
+
+def test_site_has_the_mitigation_table_and_plot(track_dir, tmp_path):
+    board = tmp_path / "board"
+    res = _cli("leaderboard", "submit", track_dir, "--board", board)
+    assert res.exit_code == 0, res.output
+    res = _cli("leaderboard", "build", "--board", board)
+    assert res.exit_code == 0, res.output
+    page = (board / "site" / "index.html").read_text()
+    assert '<table id="mitigations">' in page and "transfer reduction" in page
+    table = page.split('<table id="mitigations">')[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + 2 * 4  # head + (2 students x 4 defences)
+    assert "toy-slow" in table and "training" in table and "activations" in table
+    png = board / "site" / "mitigations.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
