@@ -117,3 +117,25 @@ def test_project_out_removes_the_teachers_direction_from_the_residual_stream(tmp
             x.remove()
     assert ((last_token_states(teacher.model, teacher.tokenizer, texts, 1)
              - last_token_states(base.model, base.tokenizer, texts, 1)) @ unit).abs().mean() > 1.0  # removed cleanly
+
+
+def test_mitigation_scaffold_imports_and_its_own_test_passes(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from click.testing import CliRunner
+
+    from subbench.cli import build_cli
+
+    res = CliRunner().invoke(build_cli(), ["plugin", "new", "my-filter", "--kind", "mitigation", "--dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    root = tmp_path / "subbench-my-filter"
+    assert "my-filter = subbench_my_filter" in (root / "setup.cfg").read_text()
+    monkeypatch.syspath_prepend(str(root))
+    pkg = importlib.import_module("subbench_my_filter")
+    assert pkg.DEFENCE.name == "my-filter" and pkg.DEFENCE.point == "data"
+    spec = importlib.util.spec_from_file_location("scaffold_test", root / "tests" / "test_plugin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.test_defence_drops_long_responses_only()
+    sys.modules.pop("subbench_my_filter", None)
