@@ -333,3 +333,18 @@ def test_site_has_the_mitigation_table_and_plot(track_dir, tmp_path):
     assert "toy-slow" in table and "training" in table and "activations" in table
     png = board / "site" / "mitigations.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_dry_run_lists_the_mitigations_and_their_points(tmp_path):
+    path = tmp_path / "dry.yaml"
+    path.write_text(EXP.format(name="dry", mit=ALL))
+    with registered() as pm:
+        pm.register_plugin(Plugin(), name="toy-mit")
+        try:
+            res = _cli("run", path, "--dry-run", "--workdir", tmp_path / "w")
+        finally:
+            pm.unregister_plugin("toy-mit")
+    assert res.exit_code == 0, res.output
+    assert "mitigations none, toy-narrow (decoding), toy-drop-high (data), toy-slow (training), toy-pull (activations)" \
+        in res.output
+    assert "cells (10):" in res.output
