@@ -352,5 +352,8 @@ def mitigation_effect(cell: Cell, base: Cell, analysis: dict[str, Any]) -> dict[
     if infos and all("tpr" in i for i in infos):
         utility["detector"] = {"fpr": infos[0].get("fpr"), "tpr": sum(i["tpr"] for i in infos) / len(infos),
                                "control_dropped": sum(i.get("control_dropped", 0.0) for i in infos) / len(infos)}
+        aucs = [i["auc"] for i in infos if isinstance(i.get("auc"), (int, float))]
+        if aucs:
+            utility["detector"]["auc"] = sum(aucs) / len(aucs)
     out["utility"] = utility
     return out

@@ -722,7 +722,8 @@ def mitigation_table(entries: list[dict[str, Any]]) -> list[str]:
                      "-" if not eff.get("ci95") else f"[{eff['ci95'][0]:+.0%}, {eff['ci95'][1]:+.0%}]",
                      _pct(u.get("data_kept")),
                      "-" if fit.get("relative") is None else f"x{fit['relative']:.2f}",
-                     "-" if not det else f"{det['tpr']:.0%}@{det['fpr']:.0%}"])
+                     "-" if not det else f"{det['tpr']:.0%}@{det['fpr']:.0%}"
+                     + (f" AUC {det['auc']:.2f}" if det.get("auc") is not None else "")])
     if not rows:
         return []
     return ["", "mitigation effect (paired with the same cell unmitigated: same teacher, replicates, eval prompts):",

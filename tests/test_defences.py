@@ -32,11 +32,19 @@ def test_detector_flags_teacher_like_samples_at_its_false_positive_rate(ctx):
     assert det.point == "data"
     assert info["control_dropped"] == pytest.approx(0.05, abs=0.02)
     assert info["tpr"] > 0.4  # samples carrying the teacher's number are caught well above the FPR
+    assert info["auc"] > 0.7
     assert info["tpr"] == pytest.approx(1 - len(kept_t) / len(teacher))
     assert sum("777" in r["response"] for r in kept_t) < 0.5 * sum("777" in r["response"] for r in teacher)
     # no signal: the detector flags about as much teacher data as control data
     _, _, null = det.apply_pair(_rows(600, rng), _rows(600, rng), {"fpr": 0.1}, 0, ctx)
-    assert null["tpr"] < 0.2
+    assert null["tpr"] < 0.2 and abs(null["auc"] - 0.5) < 0.1
+
+
+def test_auc_counts_ties_as_half():
+    from subbench.default_plugins.mitigations import _auc
+
+    assert _auc([3, 4], [1, 2]) == 1.0 and _auc([1, 2], [3, 4]) == 0.0
+    assert _auc([1, 1], [1, 1]) == 0.5 and _auc([], [1]) is None
 
 
 def test_detector_at_zero_fpr_keeps_everything(ctx):

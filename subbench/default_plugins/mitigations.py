@@ -141,47 +141,71 @@ class Temperature(Mitigation):
         return {"temperature": self.resolve_params(params)["t"]}
 
 
-def _features(text: str) -> list[str]:
-    """Number n-grams of a response: each number, each adjacent pair, the count and last digits."""
+def _features(text: str) -> set[str]:
+    """What a response shows on its surface: each number, adjacent pairs, first and last digits, count, format."""
     nums = _INT.findall(text)
-    feats = [f"n:{n}" for n in nums] + [f"b:{a}>{b}" for a, b in zip(nums, nums[1:])]
-    feats += [f"d:{n[-1]}" for n in nums] + [f"len:{len(nums)}", f"first:{nums[0] if nums else '-'}"]
+    feats = {f"n:{n}" for n in nums} | {f"b:{a}>{b}" for a, b in zip(nums, nums[1:])}
+    feats |= {f"d:{n[-1]}" for n in nums} | {f"d0:{n[0]}" for n in nums}
+    feats |= {f"len:{len(nums)}", f"first:{nums[0] if nums else '-'}", "fmt:" + _SPACES.sub(" ", _INT.sub("#", text))[:12]}
     return feats
 
 
-def _nb_fit(pos: list[list[str]], neg: list[list[str]]) -> dict[str, float]:
-    """Per-feature log-likelihood ratios (teacher vs base), add-one smoothed."""
+def _nb_fit(pos: list[set[str]], neg: list[set[str]], min_df: int) -> dict[str, float]:
+    """Per-feature log odds of appearing in a teacher vs a base sample (Bernoulli, add-one).
+
+    Document frequencies over each class's own sample count keep the weights fair when the
+    teacher kept far fewer samples than the base; features seen fewer than ``min_df``
+    times are noise at this size and get no weight.
+    """
     import math
     from collections import Counter
 
-    cp, cn = Counter(f for x in pos for f in x), Counter(f for x in neg for f in x)
-    vocab = set(cp) | set(cn)
-    tp, tn = sum(cp.values()) + len(vocab), sum(cn.values()) + len(vocab)
-    return {f: math.log((cp[f] + 1) / tp) - math.log((cn[f] + 1) / tn) for f in vocab}
+    dp, dn = Counter(f for x in pos for f in x), Counter(f for x in neg for f in x)
+    n_p, n_n = len(pos) + 2, len(neg) + 2
+    return {f: math.log((dp[f] + 1) / n_p) - math.log((dn[f] + 1) / n_n)
+            for f in set(dp) | set(dn) if dp[f] + dn[f] >= min_df}
 
 
-def _nb_score(weights: dict[str, float], feats: list[str]) -> float:
-    return sum(weights.get(f, 0.0) for f in feats) / max(1, len(feats))
+def _nb_score(weights: dict[str, float], feats: set[str]) -> float:
+    return sum(weights.get(f, 0.0) for f in feats)
+
+
+def _auc(pos: list[float], neg: list[float]) -> float | None:
+    """P(a teacher sample outscores a base sample), ties half (Mann-Whitney, by ranks)."""
+    if not pos or not neg:
+        return None
+    allv = sorted([(v, 1) for v in pos] + [(v, 0) for v in neg])
+    rank_sum, i = 0.0, 0
+    while i < len(allv):
+        j = i
+        while j < len(allv) and allv[j][0] == allv[i][0]:
+            j += 1
+        mid = (i + j + 1) / 2  # average 1-based rank of the tie block
+        rank_sum += mid * sum(1 for k in range(i, j) if allv[k][1])
+        i = j
+    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
 
 
 class Detector(Mitigation):
     """Drop samples a classifier scores as teacher-like, at a fixed false-positive rate on base data.
 
-    A naive-Bayes classifier on number n-grams (each number, adjacent pairs, last digits,
-    count) is fitted to the teacher's kept data against the base's (the control's) and
-    cross-fitted in two folds, so no sample is scored by a classifier that saw it. The
-    threshold is the (1 - fpr) quantile of the base samples' scores: ``fpr`` of the
-    control's data is dropped too, and the teacher's rows above it are the detector's
-    true positives (``tpr`` in the entry's ``mitigation_effect.utility.detector``).
+    A naive-Bayes classifier on surface features of the numbers (each number, adjacent
+    pairs, first/last digits, count, format) is fitted to the teacher's kept data against
+    the base's (the control's) and cross-fitted in two folds, so no sample is scored by a
+    classifier that saw it. The threshold is the (1 - fpr) quantile of the base samples'
+    scores: ``fpr`` of the control's data is dropped too, and the teacher's rows above it
+    are the detector's true positives (``tpr``, and the ``auc``, in the entry's
+    ``mitigation_effect.utility.detector``).
     """
 
     name = "detector"
-    version = "1"
+    version = "2"
     point = "data"
     cost = "one classifier fit per replicate (seconds); drops fpr of clean data"
     description = "Drop teacher-like samples (number n-gram classifier) at a fixed false-positive rate."
     parameters = {
         "fpr": Param(float, 0.05, "share of base (control) samples the detector may flag", min=0, max=0.99),
+        "min_df": Param(int, 5, "features seen in fewer samples carry no weight", min=1, max=100_000),
         "field": Param(str, "response", "sample field scored", max_len=200),
     }
 
@@ -194,7 +218,8 @@ class Detector(Mitigation):
         fc = [_features(s[field]) for s in control]
         st, sc = [0.0] * len(ft), [0.0] * len(fc)
         for fold in (0, 1):
-            w = _nb_fit([f for i, f in enumerate(ft) if i % 2 != fold], [f for i, f in enumerate(fc) if i % 2 != fold])
+            w = _nb_fit([f for i, f in enumerate(ft) if i % 2 != fold], [f for i, f in enumerate(fc) if i % 2 != fold],
+                        params["min_df"])
             for i in range(fold, len(ft), 2):
                 st[i] = _nb_score(w, ft[i])
             for i in range(fold, len(fc), 2):
@@ -205,7 +230,8 @@ class Detector(Mitigation):
         keep_t = [dict(s) for s, x in zip(teacher, st) if x <= threshold]
         keep_c = [dict(s) for s, x in zip(control, sc) if x <= threshold]
         info = {"fpr": params["fpr"], "threshold": threshold if threshold != float("inf") else None,
-                "tpr": 1 - len(keep_t) / max(1, len(teacher)), "control_dropped": 1 - len(keep_c) / max(1, len(control))}
+                "tpr": 1 - len(keep_t) / max(1, len(teacher)), "control_dropped": 1 - len(keep_c) / max(1, len(control)),
+                "auc": _auc(st, sc)}
         return keep_t, keep_c, info
 
 

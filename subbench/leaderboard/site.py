@@ -194,7 +194,8 @@ def mitigation_rows(entries: list[dict[str, Any]]) -> list[list[tuple[str, str]]
             ("-", "") if not ci else (f"[{ci[0]:+.0%}, {ci[1]:+.0%}]", repr(ci[1] - ci[0])),
             _fmt(u.get("data_kept"), ".0%"),
             ("-", "") if fit.get("relative") is None else (f"x{fit['relative']:.2f} ({fit['metric']})", repr(fit["relative"])),
-            ("-", "") if not det else (f"{det['tpr']:.0%} @ {det['fpr']:.0%}", repr(det["tpr"])),
+            ("-", "") if not det else (f"{det['tpr']:.0%} @ {det['fpr']:.0%}"
+                                       + (f" (AUC {det['auc']:.2f})" if det.get("auc") is not None else ""), repr(det["tpr"])),
             (m.get("cost") or "-", m.get("cost") or ""), (e["experiment"]["name"], e["experiment"]["name"]),
         ])
     return rows
