@@ -44,7 +44,7 @@ METRICS = {
 #: Where a metric's own CI lives (metrics not listed have none, or the entry's ``ci95``).
 METRIC_CI = {"transfer_ratio": lambda e: e.get("ci95"),
              "transfer_reduction": lambda e: (e.get("mitigation_effect") or {}).get("ci95")}
-POOLING = ("mean of the entries' values in a cell (n = entries pooled); for transfer_ratio the 95% CI of that "
+POOLING = ("mean of the entries' values in a cell (n = entries pooled); for transfer_ratio (and transfer_reduction) the 95% CI of that "
            "mean is a normal approximation from the entries' bootstrap CIs (SE = width / 3.92, entries "
            "independent); one entry keeps its own CI; null ratios (teacher effect too small) are not averaged")
 Z95 = 1.959963984540054
