@@ -295,7 +295,8 @@ class Runner:
         if _point(mit) != "data":
             return data, control
         comp = mit.component
-        if type(comp).apply_pair is Mitigation.apply_pair:  # side by side: the single-side stage (same keys as before)
+        if getattr(type(comp), "apply_pair", Mitigation.apply_pair) is Mitigation.apply_pair:
+            # each side on its own: the single-side stage, with the same keys as before the track
             return self.mitigate(data, seed, mit), self.mitigate(control, seed, mit)
         arts = []
         for role in ("teacher", "control"):
