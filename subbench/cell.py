@@ -268,15 +268,23 @@ def _fit(fit: dict[str, Any] | None) -> tuple[str, float] | None:
 
 
 def paired_reduction(mitigated: list[list[list[float]]], unmitigated: list[list[list[float]]], *, n_boot: int,
-                     seed: int, level: float = 0.95) -> tuple[float | None, tuple[float, float] | None, float | None, float | None]:
+                     seed: int, level: float = 0.95, min_effect: float = 0.0) -> tuple[float | None, tuple[float, float] | None, float | None, float | None]:
     """1 - ratio_mitigated / ratio_unmitigated with a paired bootstrap CI.
 
     Each argument is the four groups (base, teacher, control, student) × replicates ×
     samples. Both cells draw the *same* replicate and sample indices in every resample
     (same teacher, seeds and evaluation prompts), so the CI is of the difference the
-    defence makes, not of two independent noises. Returns (reduction, ci, r_mit, r_unmit).
+    defence makes, not of two independent noises. Returns (reduction, ci, r_mit, r_unmit);
+    the reduction is None when either teacher effect is below ``min_effect`` or the
+    unmitigated ratio is below :data:`MIN_RATIO_FOR_REDUCTION`.
     """
     import numpy as np
+
+    def effect(groups):
+        return float(np.mean([np.mean(r) for r in groups[1]]) - np.mean([np.mean(r) for r in groups[0]]))
+
+    if min(abs(effect(mitigated)), abs(effect(unmitigated))) < max(min_effect, 1e-12):
+        return None, None, None, None
 
     def ratio(groups, reps=None, idx=None):
         means = []
@@ -332,11 +340,12 @@ def mitigation_effect(cell: Cell, base: Cell, analysis: dict[str, Any]) -> dict[
     groups = [[_scores(r.evals[g]) for r in reps] for reps in (cell.replicates, base.replicates) for g in GROUPS]
     samples = [[[float(x["score"]) for x in recs] for recs in g] for g in groups]
     red, ci, r_m, r_u = paired_reduction(samples[:4], samples[4:], n_boot=analysis["bootstrap"],
-                                         seed=analysis["bootstrap_seed"])
+                                         seed=analysis["bootstrap_seed"], min_effect=analysis["min_teacher_effect"])
     out.update(transfer_reduction=red, ci95=list(ci) if ci else None, ratio_mitigated=r_m, ratio_unmitigated=r_u)
-    if red is None:
-        out["note"] = (f"unmitigated transfer ratio {r_u if r_u is None else round(r_u, 4)} is below "
-                       f"{MIN_RATIO_FOR_REDUCTION}: no transfer to remove")
+    if red is None and r_u is None:
+        out["note"] = "teacher effect below min_teacher_effect: no transfer ratio to reduce"
+    elif red is None:
+        out["note"] = f"unmitigated transfer ratio {r_u:.4f} is below {MIN_RATIO_FOR_REDUCTION}: no transfer to remove"
     kept_m = sum(int(r.budget.get("n_teacher_kept") or 0) for r in cell.replicates)
     kept_u = sum(int(r.budget.get("n_teacher_kept") or 0) for r in base.replicates)
     utility: dict[str, Any] = {"data_kept": kept_m / kept_u if kept_u else None,

@@ -348,3 +348,21 @@ def test_dry_run_lists_the_mitigations_and_their_points(tmp_path):
     assert "mitigations none, toy-narrow (decoding), toy-drop-high (data), toy-slow (training), toy-pull (activations)" \
         in res.output
     assert "cells (10):" in res.output
+
+
+def test_paired_reduction_on_known_groups():
+    from subbench.cell import paired_reduction
+
+    rng = __import__("random").Random(0)
+    base = [[0.0] * 20 for _ in range(3)]
+    teacher = [[1.0] * 20 for _ in range(3)]
+    control = [[rng.random() * 0.1 for _ in range(20)] for _ in range(3)]
+    student = [[c + 0.5 for c in rep] for rep in control]
+    unmit = [base, teacher, control, student]
+    red, ci, r_m, r_u = paired_reduction(unmit, unmit, n_boot=200, seed=0)
+    assert red == pytest.approx(0.0) and ci == pytest.approx((0.0, 0.0)) and r_u == pytest.approx(0.5)
+    gone = [base, teacher, control, control]  # the mitigated student is its control: all transfer removed
+    red, ci, r_m, _ = paired_reduction(gone, unmit, n_boot=200, seed=0)
+    assert red == pytest.approx(1.0) and r_m == pytest.approx(0.0) and ci == pytest.approx((1.0, 1.0))
+    flat = [base, base, control, student]  # no teacher effect: nothing to measure
+    assert paired_reduction(flat, unmit, n_boot=50, seed=0, min_effect=0.05) == (None, None, None, None)
