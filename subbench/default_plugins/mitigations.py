@@ -49,7 +49,7 @@ class ShuffleNumbers(Mitigation):
 
     name = "shuffle-numbers"
     version = "1"
-    description = "Permute the numbers within each response (format kept)."
+    description = "data: permute the numbers within each response (format kept)."
     parameters = {"field": Param(str, "response", "sample field whose numbers are shuffled", max_len=200)}
 
     def apply(
@@ -79,7 +79,7 @@ class Dedupe(Mitigation):
 
     name = "dedupe"
     version = "1"
-    description = "Drop duplicate responses (keep the first)."
+    description = "data: drop duplicate responses (keep the first)."
     parameters = {
         "field": Param(str, "response", "sample field compared", max_len=200),
         "with_prompt": Param(bool, False, "a duplicate must also repeat the prompt"),
@@ -116,7 +116,7 @@ class MinP(Mitigation):
     point = "decoding"
     needs_open_weights = True  # the threshold reads the teacher's distribution
     cost = "free at generation time; narrows the data's diversity"
-    description = "Sample only tokens above a probability threshold (teacher and control base alike)."
+    description = "decoding: sample only tokens above a probability threshold (teacher and control base alike)."
     parameters = {
         "p": Param(float, 0.05, "probability threshold", min=0, min_open=True, max=1),
         "relative": Param(bool, False, "threshold relative to the top token's probability (min-p) instead of absolute"),
@@ -134,7 +134,7 @@ class Temperature(Mitigation):
     version = "1"
     point = "decoding"
     cost = "free at generation time; a low temperature repeats the teacher's modes"
-    description = "Generate at this sampling temperature (teacher and control base alike)."
+    description = "decoding: generate at this sampling temperature (teacher and control base alike)."
     parameters = {"t": Param(float, 0.5, "sampling temperature (0: greedy)", min=0, max=10)}
 
     def decode(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +202,7 @@ class Detector(Mitigation):
     version = "2"
     point = "data"
     cost = "one classifier fit per replicate (seconds); drops fpr of clean data"
-    description = "Drop teacher-like samples (number n-gram classifier) at a fixed false-positive rate."
+    description = "data: drop teacher-like samples (number n-gram classifier) at a fixed false-positive rate."
     parameters = {
         "fpr": Param(float, 0.05, "share of base (control) samples the detector may flag", min=0, max=0.99),
         "min_df": Param(int, 5, "features seen in fewer samples carry no weight", min=1, max=100_000),
@@ -248,7 +248,7 @@ class SGD(Mitigation):
     version = "1"
     point = "training"
     cost = "free; SGD may need more steps to fit the benign task"
-    description = "Distil with SGD instead of AdamW (student and control alike)."
+    description = "training: distil with SGD instead of AdamW (student and control alike)."
     parameters = {"lr_scale": Param(float, 100.0, "multiple of the distiller's learning rate", min=0, min_open=True,
                                     max=1e6)}
 
@@ -273,7 +273,7 @@ class ProjectOut(Mitigation):
     version = "1"
     point = "activations"
     cost = "one forward pass over the trait questions; a hook per generation step"
-    description = "Project the teacher's trait direction out of the residual stream while it writes."
+    description = "activations: project the teacher's trait direction out of the residual stream while it writes."
     parameters = {"layer": Param(int, None, "decoder layer (null: the middle one)", min=0, max=1000)}
 
     def activation_hooks(self, model, teacher, base, trait, target, params, ctx):
