@@ -502,15 +502,60 @@ class Judge(Component):
         return None
 
 
+#: Where a mitigation acts in a cell (docs/mitigations.md).
+MITIGATION_POINTS = ("decoding", "data", "training", "activations")
+
+
 class Mitigation(Component):
-    """A defence applied to the kept data before the student trains on it."""
+    """A defence against transfer, applied at one ``point`` of a cell.
+
+    The runner applies it to the teacher's side *and* the control's side identically, so
+    any drop in transfer is the defence's doing, not a control that moved:
+
+    - ``decoding``: :meth:`decode` returns keyword overrides for the model's ``generate``
+      (temperature, min_p, ...), used when the teacher and the control's base write.
+    - ``data`` (the default): :meth:`apply` rewrites or drops kept samples, teacher's and
+      control's alike.
+    - ``training``: :meth:`train_params` returns distiller parameter overrides, used for
+      the student and its control.
+    - ``activations`` (open weights): :meth:`activation_hooks` installs forward hooks on the
+      model while it writes; the direction is computed once from the teacher and its base
+      and applied to both.
+
+    ``cost`` says in one line what the defence costs to run (shown on the board).
+    """
 
     kind = "mitigation"
+    point: ClassVar[str] = "data"
+    cost: ClassVar[str] = ""
 
     def apply(
         self, data: list[dict[str, Any]], params: dict[str, Any], seed: int, ctx: "Context"
     ) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        return [dict(s) for s in data]
+
+    def apply_pair(self, teacher: list[dict[str, Any]], control: list[dict[str, Any]], params: dict[str, Any],
+                   seed: int, ctx: "Context") -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+        """Data point, for a defence that must see both sides (a detector fitted on teacher vs base data).
+
+        Returns the teacher's kept rows, the control's and a summary (e.g. the detector's
+        true-positive rate at its false-positive rate). The default applies :meth:`apply`
+        to each side on its own.
+        """
+        return self.apply(teacher, params, seed, ctx), self.apply(control, params, seed, ctx), {}
+
+    def decode(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Keyword overrides for ``model.generate`` (decoding point)."""
+        return {}
+
+    def train_params(self, distiller: Any, dist_params: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """The distiller's parameters under this defence (training point); must stay valid for ``distiller``."""
+        return dict(dist_params)
+
+    def activation_hooks(self, model: Any, teacher: Any, base: Any, trait: Any, target: str | None,
+                         params: dict[str, Any], ctx: "Context") -> list[Any]:
+        """Install hooks on ``model`` (the teacher or the control's base); return handles with ``remove()``."""
+        return []
 
 
 KINDS: dict[str, type[Component]] = {

@@ -10,6 +10,7 @@ import copy
 import difflib
 import functools
 import itertools
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ TOP_LEVEL = {
     "injector": "{name, params}; a list where the injector expects one value is a grid",
     "domain": "{name, size, params}",
     "mitigation": "{name, params} or null",
+    "mitigations": "list of mitigations to score side by side ('none' for the unmitigated cells they are paired with)",
     "students": "list of {family, seed, params}",
     "distillation": "{name, params} or a list of them",
     "judge": "a judge name or {name, params}",
@@ -336,6 +338,8 @@ class Experiment:
     replicates: dict[str, Any] = field(default_factory=dict)
     budget: int | str = BUDGET_DEFAULT
     resolved: dict[str, Any] = field(default_factory=dict)
+    #: Every mitigation scored (None: unmitigated); ``[mitigation]`` for the single-key form.
+    mitigations: list = field(default_factory=lambda: [None])
 
     @property
     def config_hash(self) -> str:
@@ -449,6 +453,30 @@ class _Validator:
         return value
 
 
+def _check_mitigations(v, mitigations: list, distillations: list, t_family) -> None:
+    """Each defence's point is known, a training override stays valid, activations need open weights."""
+    from subbench.components import MITIGATION_POINTS, ParamError
+
+    for i, m in enumerate(mitigations):
+        if m is None:
+            continue
+        point = getattr(m.component, "point", "data")
+        where = f"mitigations[{i}]" if len(mitigations) > 1 or m is not mitigations[0] else "mitigation"
+        if point not in MITIGATION_POINTS:
+            v.fail(f"{where}.name", f"mitigation '{m.name}' declares point {point!r}; a plugin must use one of "
+                   f"{', '.join(MITIGATION_POINTS)}.")
+        needs = point == "activations" or getattr(m.component, "needs_open_weights", False)
+        if needs and not getattr(t_family, "open_weights", True):
+            v.fail(f"{where}.name", f"mitigation '{m.name}' needs the teacher's weights or logits, but family "
+                   f"'{t_family.name}' is text-only; use a data or training defence.")
+        if point == "training":
+            for d in distillations:
+                try:
+                    d.component.resolve_params(m.component.train_params(d.component, d.params, m.params))
+                except (ParamError, ConfigError) as exc:
+                    v.fail(f"{where}.name", f"mitigation '{m.name}' cannot apply to distiller '{d.name}': {exc}")
+
+
 def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     from subbench.plugins import get_manager
 
@@ -507,6 +535,24 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     mitigation = None
     if raw.get("mitigation") is not None:
         mitigation, _ = v.spec("mitigations", raw["mitigation"], "mitigation")
+    mitigations: list = [mitigation]
+    if raw.get("mitigations") is not None:
+        if raw.get("mitigation") is not None:
+            v.fail("mitigations", "give either `mitigation:` (one defence) or `mitigations:` (a list), not both.")
+        mit_raw = raw["mitigations"]
+        if not isinstance(mit_raw, list) or not mit_raw:
+            v.fail("mitigations", "expected a non-empty list of mitigation names or {name, params}, 'none' included "
+                   "for the unmitigated cells they are compared with.")
+        v.bounded_list(mit_raw, "mitigations", MAX_LIST)
+        mitigations = []
+        for i, m in enumerate(mit_raw):
+            if m is None or m == "none" or (isinstance(m, dict) and m.get("name") == "none" and not m.get("params")):
+                mitigations.append(None)
+            else:
+                mitigations.append(v.spec("mitigations", m, f"mitigations[{i}]")[0])
+        seen_m = [json.dumps(None if m is None else m.as_dict(), sort_keys=True) for m in mitigations]
+        if len(set(seen_m)) != len(seen_m):
+            v.fail("mitigations", "lists one mitigation (same name and params) twice; drop the repeat.")
 
     students_raw = raw["students"]
     if not isinstance(students_raw, list) or not students_raw:
@@ -542,6 +588,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     labels = [d.label for d in distillations if d.label]
     if len(set(labels)) != len(labels):
         v.fail("distillation", "two distillations share a label.")
+    _check_mitigations(v, mitigations, distillations, t_family)
 
     judge_raw = raw.get("judge") or trait.component.default_judge
     if not judge_raw:
@@ -617,6 +664,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         domain=domain,
         size=size,
         mitigation=mitigation,
+        mitigations=mitigations,
         students=students,
         distillations=distillations,
         judge=judge,
@@ -632,6 +680,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         "injector": {"name": injector.name, "version": injector.version, "grid": grid},
         "domain": {**domain.as_dict(), "size": size, "budget": budget},
         "mitigation": mitigation.as_dict() if mitigation else None,
+        **({"mitigations": [m.as_dict() if m else None for m in mitigations]} if raw.get("mitigations") is not None else {}),
         "students": [{"family": s.family.name, "seed": s.seed, "params": s.params} for s in students],
         "distillation": [{**d.as_dict(), **({"label": d.label} if d.label else {})} for d in distillations],
         "judge": judge.as_dict(),

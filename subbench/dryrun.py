@@ -19,22 +19,30 @@ def describe(exp: Experiment) -> str:
         + (" (from the replicate seed)" if isinstance(exp.teacher_seed, str) else "") + f" via {exp.injector.name}",
         f"  trait     {exp.trait.name} target {exp.target} judged by {exp.judge.name}",
         f"  domain    {exp.domain.name} x{exp.size}, training budget {exp.budget}"
-        + (f", mitigation {exp.mitigation.name}" if exp.mitigation else ""),
+        + (f", mitigation {exp.mitigation.name}" if exp.mitigation and len(exp.mitigations) == 1 else ""),
         f"  replicates {n_rep} over {exp.replicates.get('over', 'data')} (seeds {exp.seeds})",
-        f"cells ({n_t * n_d * n_s}):",
     ]
+    n_m = len(exp.mitigations)
+    if n_m > 1:
+        from subbench.pipeline import mitigation_labels
+
+        lines.append("  mitigations " + ", ".join(
+            f"{label} ({getattr(m.component, 'point', 'data')})" if m else label
+            for label, m in zip(mitigation_labels(exp.mitigations), exp.mitigations)))
+    lines.append(f"cells ({n_m * n_t * n_d * n_s}):")
     for gi, _ in enumerate(exp.grid):
         for di, _ in enumerate(exp.distillations):
             for s in exp.students:
-                lines.append(f"  {glabels[gi] or 'default':<20} {dlabels[di]:<40} {s.label()}")
+                lines.append(f"  {glabels[gi] or 'default':<20} {dlabels[di]:<40} {s.label()}"
+                             + (f"  x {n_m} mitigations" if n_m > 1 else ""))
     stages = {
         "base": len(bases),
         "inject": n_rep * n_t,
         "generate": n_rep * (n_t + 1),
         "filter": n_rep * (n_t + 1),
         "budget": n_rep * n_t * 2,
-        "distill": n_rep * n_s * n_d * (n_t + 1),
-        "evaluate": n_rep * (1 + n_t + n_s * n_d * (n_t + 1)),
+        "distill": n_m * n_rep * n_s * n_d * (n_t + 1),
+        "evaluate": n_rep * (1 + n_t + n_m * n_s * n_d * (n_t + 1)),
     }
     lines.append("stages (upper bound; shared ones are cached once): " + ", ".join(f"{k} {v}" for k, v in stages.items()))
     lines.append(gpu_hours_line(exp))

@@ -2,6 +2,8 @@
 
 Stages (each an artifact keyed by the hash of its inputs and the component versions):
 ``base`` → ``inject`` → ``generate`` → ``filter`` → [``mitigate``] → ``distill`` → ``evaluate``.
+A mitigation acts at its point (docs/mitigations.md): ``generate`` (decoding, activations),
+``mitigate`` (data) or ``distill`` (training), on the teacher's side and the control's alike.
 Models are loaded only when a stage has to run, so a fully cached re-run touches no
 weights and imports no deep-learning library.
 """
@@ -19,7 +21,7 @@ from typing import Any, Callable
 
 from subbench.artifacts import Artifact, ArtifactStore, atomic_write_text, read_jsonl, write_jsonl
 from subbench.cell import Cell, Replicate, make_entry, student_tag
-from subbench.components import ModelRef
+from subbench.components import Mitigation, ModelRef
 from subbench.config import Experiment, Spec, StudentSpec
 from subbench.context import Context
 from subbench.crashlog import component_failure, debug
@@ -130,8 +132,7 @@ class Runner:
         exp = self.exp
         found = [exp.teacher_family, exp.trait.component, exp.injector.component, exp.domain.component,
                  exp.judge.component] + [s.family for s in exp.students] + [d.component for d in exp.distillations]
-        if exp.mitigation is not None:
-            found.append(exp.mitigation.component)
+        found.extend(m.component for m in exp.mitigations if m is not None)
         for registry in get_manager().registries.values():
             found.extend(registry)
         return found
@@ -210,17 +211,43 @@ class Runner:
         ref = ModelRef(family, base_art.path, base_art.result)
         return Source(teacher_art.key, f"teacher {inj.name}", lambda: inj.load(teacher_art.path, ref, self.ctx))
 
-    def generate(self, source: Source, seed: int) -> Artifact:
+    def generate(self, source: Source, seed: int, mit: Spec | None = None,
+                 direction: tuple[Source, Source] | None = None) -> Artifact:
+        """The domain's raw samples from ``source``; a decoding or activations ``mit`` acts here.
+
+        ``direction`` (teacher, base) are the models an activations defence reads its
+        direction from; the same pair serves the teacher's and the control's generation.
+        """
         dom = self.exp.domain
         inputs = {"source": source.key, "domain": dom.name, "version": dom.component.version,
                   "params": dom.params, "size": self.exp.size, "seed": seed}
+        point = _point(mit)
+        if point in ("decoding", "activations"):
+            inputs["mitigation"] = {"name": mit.name, "version": mit.component.version, "params": mit.params,
+                                    "point": point}
+            if point == "activations":
+                inputs["mitigation"]["direction_from"] = [direction[0].key, direction[1].key]
+                inputs["mitigation"].update(trait=self.exp.trait.name, target=self.exp.target)
 
         def fn(tmp: Path) -> dict[str, Any]:
             model = self.load(source)
-            n = write_jsonl(tmp / "raw.jsonl", dom.component.generate(model, self.exp.size, dom.params, seed, self.ctx))
+            hooks: list[Any] = []
+            if point == "decoding":
+                model = _Decoding(model, mit.component.decode(mit.params))
+            elif point == "activations":
+                teacher, base = self.load(direction[0]), self.load(direction[1])
+                model = self.load(source)  # the LRU may have evicted it while the pair loaded
+                hooks = list(mit.component.activation_hooks(model, teacher, base, self.exp.trait, self.exp.target,
+                                                            mit.params, self.ctx) or [])
+            try:
+                n = write_jsonl(tmp / "raw.jsonl", dom.component.generate(model, self.exp.size, dom.params, seed, self.ctx))
+            finally:
+                for h in hooks:
+                    h.remove()
             return {"n_raw": n, "sha256": sha256_file(tmp / "raw.jsonl")}
 
-        return self._stage("generate", f"{dom.name} x{self.exp.size} from {source.label}", inputs, fn)
+        tag = f" under {mit.name}" if "mitigation" in inputs else ""
+        return self._stage("generate", f"{dom.name} x{self.exp.size} from {source.label}{tag}", inputs, fn)
 
     def filter(self, gen: Artifact) -> Artifact:
         dom = self.exp.domain
@@ -248,21 +275,60 @@ class Runner:
 
         return self._stage("filter", f"{dom.name} filter", inputs, fn)
 
-    def mitigate(self, data: Artifact, seed: int) -> Artifact:
-        mit = self.exp.mitigation
-        if mit is None:
+    def mitigate(self, data: Artifact, seed: int, mit: Spec | None = None) -> Artifact:
+        if _point(mit) != "data":
             return data
         inputs = {"data": data.key, "mitigation": mit.name, "version": mit.component.version, "params": mit.params, "seed": seed}
 
         def fn(tmp: Path) -> dict[str, Any]:
             rows = mit.component.apply(read_jsonl(data.path / "kept.jsonl"), mit.params, seed, self.ctx)
             n = write_jsonl(tmp / "kept.jsonl", rows)
+            if not n:
+                raise SubbenchError(f"Mitigation {mit.name} kept none of {data.result.get('n_kept')} samples; "
+                                    "loosen its parameters.")
             return {"n_in": data.result.get("n_kept"), "n_kept": n, "sha256": sha256_file(tmp / "kept.jsonl")}
 
         return self._stage("mitigate", f"{mit.name}", inputs, fn)
 
-    def distill(self, student: StudentSpec, s_base: Artifact, data: Artifact, source: Source, dist: Spec, seed: int, role: str) -> Artifact:
+    def mitigate_pair(self, data: Artifact, control: Artifact, seed: int, mit: Spec | None) -> tuple[Artifact, Artifact]:
+        """A data defence on the teacher's and the control's kept data: one call sees both sides."""
+        if _point(mit) != "data":
+            return data, control
+        comp = mit.component
+        if getattr(type(comp), "apply_pair", Mitigation.apply_pair) is Mitigation.apply_pair:
+            # each side on its own: the single-side stage, with the same keys as before the track
+            return self.mitigate(data, seed, mit), self.mitigate(control, seed, mit)
+        arts = []
+        for role in ("teacher", "control"):
+            inputs = {"data": data.key, "control": control.key, "role": role, "mitigation": mit.name,
+                      "version": comp.version, "params": mit.params, "seed": seed}
+
+            def fn(tmp: Path, role=role) -> dict[str, Any]:
+                t_rows, c_rows, info = comp.apply_pair(read_jsonl(data.path / "kept.jsonl"),
+                                                       read_jsonl(control.path / "kept.jsonl"), mit.params, seed, self.ctx)
+                rows = t_rows if role == "teacher" else c_rows
+                src = data if role == "teacher" else control
+                n = write_jsonl(tmp / "kept.jsonl", rows)
+                if not n:
+                    raise SubbenchError(f"Mitigation {mit.name} kept none of the {role}'s {src.result.get('n_kept')} "
+                                        "samples; loosen its parameters.")
+                return {"n_in": src.result.get("n_kept"), "n_kept": n, "info": info or {},
+                        "sha256": sha256_file(tmp / "kept.jsonl")}
+
+            arts.append(self._stage("mitigate", f"{mit.name} ({role})", inputs, fn))
+        return arts[0], arts[1]
+
+    def distill(self, student: StudentSpec, s_base: Artifact, data: Artifact, source: Source, dist: Spec, seed: int, role: str,
+                mit: Spec | None = None, direction: tuple[Source, Source] | None = None) -> Artifact:
+        """A student (or control) distilled from ``source`` on ``data``.
+
+        A training defence overrides the distiller's params here; an activations defence
+        keeps its hooks on the teacher (or the control's base) while a logit distiller reads
+        its distributions, since those are the teacher writing too.
+        """
         comp = dist.component
+        if _point(mit) == "training":  # the same override for the student and its control
+            dist = Spec(dist.kind, comp, comp.resolve_params(mit.component.train_params(comp, dist.params, mit.params)))
         inputs = {
             "student_base": s_base.key,
             "data": data.key,
@@ -272,12 +338,29 @@ class Runner:
             "params": dist.params,
             "seed": seed,
         }
+        hooked = _point(mit) == "activations" and comp.needs_teacher_model and direction is not None
+        if hooked:
+            inputs["mitigation"] = {"name": mit.name, "version": mit.component.version, "params": mit.params,
+                                    "direction_from": [direction[0].key, direction[1].key],
+                                    "trait": self.exp.trait.name, "target": self.exp.target}
 
         def fn(tmp: Path) -> dict[str, Any]:
-            teacher = self.load(source) if comp.needs_teacher_model else None
+            teacher, hooks = None, []
+            if comp.needs_teacher_model:
+                if hooked:
+                    t_model, b_model = self.load(direction[0]), self.load(direction[1])
+                    teacher = self.load(source)
+                    hooks = list(mit.component.activation_hooks(teacher, t_model, b_model, self.exp.trait,
+                                                                self.exp.target, mit.params, self.ctx) or [])
+                else:
+                    teacher = self.load(source)
             rows = read_jsonl(data.path / "kept.jsonl")
             ref = ModelRef(student.family, s_base.path, s_base.result)
-            result = dict(comp.distill(ref, rows, teacher, dist.params, seed, tmp, self.ctx) or {})
+            try:
+                result = dict(comp.distill(ref, rows, teacher, dist.params, seed, tmp, self.ctx) or {})
+            finally:
+                for h in hooks:
+                    h.remove()
             result.setdefault("sha256", sha256_dir(tmp))
             return result
 
@@ -390,55 +473,72 @@ class Runner:
         self.prebuild_bases()
         glabels = grid_labels(exp.grid)
         dlabels = distillation_labels(exp.distillations)
-        cells = {(gi, di, si): Cell(glabels[gi], g, d, dlabels[di], s)
-                 for gi, g in enumerate(exp.grid) for di, d in enumerate(exp.distillations)
-                 for si, s in enumerate(exp.students)}
+        mits = exp.mitigations
+        mlabels = mitigation_labels(mits)
+        cells = {(mi, gi, di, si): Cell(glabels[gi], g, d, dlabels[di], s, mitigation=m, mitigation_label=mlabels[mi])
+                 for mi, m in enumerate(mits) for gi, g in enumerate(exp.grid)
+                 for di, d in enumerate(exp.distillations) for si, s in enumerate(exp.students)}
+        if None in mits and len(mits) > 1:  # paired scoring: each mitigated cell against the same cell unmitigated
+            none_i = mits.index(None)
+            for (mi, gi, di, si), c in cells.items():
+                if mi != none_i:
+                    c.baseline = cells[(none_i, gi, di, si)]
         for r in exp.seeds:
             t_seed = exp.teacher_seed_for(r)
             base_art = self.base(t_family, t_seed, exp.teacher_params)
             base_src = self.base_source(t_family, base_art)
             base_eval = self.evaluate(base_src)
-            base_res = self.residual(base_src, t_family)
-            control_filter = self.filter(self.generate(base_src, r))
-            control_kept = self.mitigate(control_filter, r)
-            teachers = []
-            for g in exp.grid:
-                t_art = self.inject(t_family, base_art, g, r)
-                t_src = self.teacher_source(t_family, base_art, t_art)
-                filt = self.filter(self.generate(t_src, r))
-                data, control_data, budget = self.budgets(self.mitigate(filt, r), control_kept, r)
-                teachers.append({"source": t_src, "eval": self.evaluate(t_src), "filter": filt, "data": data,
-                                 "control_data": control_data, "budget": budget,
-                                 "kl": self.teacher_kl(base_src, t_src, filt), "residual": self.residual(t_src, t_family),
-                                 "inject": t_art.result})
-            for si, s in enumerate(exp.students):
-                s_seed = s.resolve_seed(t_seed)
-                s_base = self.base(s.family, s_seed, s.params)
-                for di, d in enumerate(exp.distillations):
-                    for gi, t in enumerate(teachers):
-                        if d.component.fixed_point_on_self and s_base.key == base_art.key:
-                            control_fit = {"identical_to_teacher": True, "final_kl_to_teacher": 0.0,
-                                           "note": "same-init control of a fixed-point distiller: the base itself"}
-                            c_src = self.base_source(s.family, s_base)
-                            c_eval = self.evaluate(c_src)
-                        else:
-                            control = self.distill(s, s_base, t["control_data"], base_src, d, r, "control")
-                            control_fit = control.result.get("fit")
-                            c_src = self.student_source(s, control)
-                            c_eval = self.evaluate(c_src)
-                        st = self.distill(s, s_base, t["data"], t["source"], d, r, "student")
-                        st_src = self.student_source(s, st)
-                        cells[(gi, di, si)].replicates.append(Replicate(
-                            seed=r, teacher_seed=t_seed, student_seed=s_seed, teacher_base=base_art, student_base=s_base,
-                            evals={"base": base_eval, "teacher": t["eval"], "control": c_eval,
-                                   "student": self.evaluate(st_src)},
-                            teacher_filter=t["filter"], control_filter=control_filter, data=t["data"],
-                            control_data=t["control_data"], student_fit=st.result.get("fit"), control_fit=control_fit,
-                            budget=t["budget"], teacher_kl=t["kl"], inject=t["inject"],
-                            residuals={"base": base_res, "teacher": t["residual"], "control": self.residual(c_src, s.family),
-                                       "student": self.residual(st_src, s.family)}))
+            for mi, mit in enumerate(mits):
+                self._replicate(cells, mi, mit, r, t_seed, base_art, base_src, base_eval)
         self._models.clear()
         return self.entries(list(cells.values()))
+
+    def _replicate(self, cells, mi: int, mit: Spec | None, r: int, t_seed: int, base_art: Artifact, base_src: Source,
+                   base_eval: Artifact) -> None:
+        """One replicate of every cell under mitigation ``mit`` (None: unmitigated)."""
+        exp = self.exp
+        t_family = exp.teacher_family
+        base_res = self.residual(base_src, t_family)
+        teachers = []
+        for g in exp.grid:
+            t_art = self.inject(t_family, base_art, g, r)
+            t_src = self.teacher_source(t_family, base_art, t_art)
+            pair = (t_src, base_src)
+            control_filter = self.filter(self.generate(base_src, r, mit, pair))
+            filt = self.filter(self.generate(t_src, r, mit, pair))
+            mdata, mcontrol = self.mitigate_pair(filt, control_filter, r, mit)
+            data, control_data, budget = self.budgets(mdata, mcontrol, r)
+            if mdata is not filt:
+                budget["mitigation"] = {"n_teacher_in": filt.result["n_kept"], "n_control_in": control_filter.result["n_kept"],
+                                        **({"info": mdata.result["info"]} if mdata.result.get("info") else {})}
+            teachers.append({"source": t_src, "eval": self.evaluate(t_src), "filter": filt, "data": data,
+                             "control_data": control_data, "budget": budget, "control_filter": control_filter, "pair": pair,
+                             "kl": self.teacher_kl(base_src, t_src, filt), "residual": self.residual(t_src, t_family),
+                             "inject": t_art.result})
+        for si, s in enumerate(exp.students):
+            s_seed = s.resolve_seed(t_seed)
+            s_base = self.base(s.family, s_seed, s.params)
+            for di, d in enumerate(exp.distillations):
+                for gi, t in enumerate(teachers):
+                    if d.component.fixed_point_on_self and s_base.key == base_art.key:
+                        control_fit = {"identical_to_teacher": True, "final_kl_to_teacher": 0.0,
+                                       "note": "same-init control of a fixed-point distiller: the base itself"}
+                        c_src = self.base_source(s.family, s_base)
+                    else:
+                        control = self.distill(s, s_base, t["control_data"], base_src, d, r, "control", mit, t["pair"])
+                        control_fit = control.result.get("fit")
+                        c_src = self.student_source(s, control)
+                    c_eval = self.evaluate(c_src)
+                    st = self.distill(s, s_base, t["data"], t["source"], d, r, "student", mit, t["pair"])
+                    st_src = self.student_source(s, st)
+                    cells[(mi, gi, di, si)].replicates.append(Replicate(
+                        seed=r, teacher_seed=t_seed, student_seed=s_seed, teacher_base=base_art, student_base=s_base,
+                        evals={"base": base_eval, "teacher": t["eval"], "control": c_eval, "student": self.evaluate(st_src)},
+                        teacher_filter=t["filter"], control_filter=t["control_filter"], data=t["data"],
+                        control_data=t["control_data"], student_fit=st.result.get("fit"), control_fit=control_fit,
+                        budget=t["budget"], teacher_kl=t["kl"], inject=t["inject"],
+                        residuals={"base": base_res, "teacher": t["residual"], "control": self.residual(c_src, s.family),
+                                   "student": self.residual(st_src, s.family)}))
 
     # -- entries -----------------------------------------------------------------
     def entries(self, cells: list[Cell]) -> list[dict[str, Any]]:
@@ -450,7 +550,8 @@ class Runner:
         for cell in cells:
             s = cell.student
             cell_id = slug(f"{exp.injector.name}{'-' + cell.setting if cell.setting else ''}__{cell.distillation_label}"
-                           f"__{s.family.name}-s{s.seed}{student_tag(s)}")
+                           f"__{s.family.name}-s{s.seed}{student_tag(s)}"
+                           f"{'__mit-' + cell.mitigation_label if cell.mitigation is not None and len(exp.mitigations) > 1 else ''}")
             entries.append(make_entry(exp, cell, cell_id, self.workdir, env, commit, created))
         out_dir = self.out / exp.name
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -464,6 +565,43 @@ def _torch_lm(handle) -> bool:
     import torch
 
     return isinstance(getattr(handle, "model", None), torch.nn.Module) and getattr(handle, "tokenizer", None) is not None
+
+
+def _point(mit: Spec | None) -> str | None:
+    return None if mit is None else getattr(mit.component, "point", "data")
+
+
+class _Decoding:
+    """A model whose ``generate`` takes a decoding defence's overrides (same model, other sampler)."""
+
+    def __init__(self, model: Any, overrides: dict[str, Any]):
+        self._model = model
+        self._overrides = dict(overrides)
+
+    def generate(self, *args, **kwargs):
+        return self._model.generate(*args, **{**kwargs, **self._overrides})
+
+    def __getattr__(self, item):
+        return getattr(self._model, item)
+
+    def __getitem__(self, item):
+        return self._model[item]
+
+
+def mitigation_labels(mits: list) -> list[str]:
+    """'none', the name, or the name and its differing params when a name appears twice."""
+    labels = []
+    for m in mits:
+        if m is None:
+            labels.append("none")
+            continue
+        same = [o for o in mits if o is not None and o.name == m.name]
+        if len(same) == 1:
+            labels.append(m.name)
+            continue
+        varying = [k for k in m.params if len({json.dumps(o.params.get(k), sort_keys=True) for o in same}) > 1]
+        labels.append(f"{m.name}[{','.join(f'{k}={m.params[k]}' for k in varying)}]")
+    return labels
 
 
 def base_inputs(family, seed: int, params: dict[str, Any]) -> dict[str, Any]:
@@ -566,13 +704,16 @@ def format_table(entries: list[dict[str, Any]]) -> str:
     """
     head = ["teacher", "distill", "student", "relation", "n_train", "S_base", "S_teacher", "S_control", "S_student",
             "ratio", "95% CI", "sd", "per replicate", "fit"]
+    with_mit = any(e.get("mitigation") for e in entries)
+    if with_mit:
+        head.insert(0, "mitigation")
     rows = []
     for e in entries:
         sc = e["scores"]
         reps = (e.get("replicates") or {}).get("per_replicate") or []
         n_train = [p.get("n_train") for p in reps if p.get("n_train") is not None]
         n_train = n_train[:1] if len(set(n_train)) == 1 else n_train
-        rows.append([
+        rows.append(([mitigation_label(e)] if with_mit else []) + [
             e["cell"]["teacher_setting"], e["cell"]["distillation"], e["cell"]["student"], e["student"]["relation"],
             "/".join(map(str, n_train)) or "-",
             f"{sc['base']['mean']:.3f}", f"{sc['teacher']['mean']:.3f}", f"{sc['control']['mean']:.3f}",
@@ -596,6 +737,7 @@ def format_table(entries: list[dict[str, Any]]) -> str:
                           " ".join("null" if v is None else f"{v:+.2f}" for v in x.get("per_replicate") or [])])
         lines += _table(["distill", "student", "relation", "S_base", "S_teacher", "S_control", "S_student", "ratio",
                          "95% CI", "sd", "per replicate"], mrows)
+    lines += mitigation_table(entries)
     n_rep = max((len(e.get("seeds") or []) for e in entries), default=0)
     over = (entries[0].get("replicates") or {}).get("over") if entries else None
     if n_rep:
@@ -607,6 +749,43 @@ def format_table(entries: list[dict[str, Any]]) -> str:
         lines.append("")
         lines += [f"note: {n}" for n in dict.fromkeys(notes)]
     return "\n".join(lines)
+
+
+def mitigation_label(entry: dict[str, Any]) -> str:
+    m = entry.get("mitigation") or {}
+    return m.get("label") or m.get("name") or "none"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def mitigation_table(entries: list[dict[str, Any]]) -> list[str]:
+    """Per defence and student: the transfer it removed (paired CI) and what it cost."""
+    rows = []
+    for e in entries:
+        eff = e.get("mitigation_effect")
+        if not eff:
+            continue
+        u = eff.get("utility") or {}
+        fit = u.get("student_fit") or {}
+        det = u.get("detector") or {}
+        red = eff.get("transfer_reduction")
+        rows.append([mitigation_label(e), (e["mitigation"] or {}).get("point", "-"), e["cell"]["distillation"],
+                     e["cell"]["student"], e["student"]["relation"], _ratio(eff.get("ratio_unmitigated")),
+                     _ratio(eff.get("ratio_mitigated")), "-" if red is None else f"{red:+.0%}",
+                     "-" if not eff.get("ci95") else f"[{eff['ci95'][0]:+.0%}, {eff['ci95'][1]:+.0%}]",
+                     _pct(u.get("data_kept")),
+                     "-" if fit.get("relative") is None else f"x{fit['relative']:.2f}",
+                     "-" if not det else f"{det['tpr']:.0%}@{det['fpr']:.0%}"
+                     + (f" AUC {det['auc']:.2f}" if det.get("auc") is not None else "")])
+    if not rows:
+        return []
+    return ["", "mitigation effect (paired with the same cell unmitigated: same teacher, replicates, eval prompts):",
+            *_table(["mitigation", "point", "distill", "student", "relation", "ratio_none", "ratio_mit", "reduction",
+                     "95% CI", "data kept", "student fit", "detector TPR@FPR"], rows),
+            "reduction = 1 - ratio_mit / ratio_none (paired bootstrap CI); student fit = the student's final fit "
+            "(KL to its teacher, or loss) relative to the unmitigated student's (> 1: worse)."]
 
 
 def _fit_summary(fits: list[dict[str, Any]]) -> str:

@@ -14,7 +14,8 @@ from subbench import hookimpl
 
 DIMENSION_NAMES = ("teacher", "student", "relation", "injector", "teacher_setting", "domain", "distillation", "trait",
                    "judge", "mitigation", "experiment")
-METRIC_NAMES = ("transfer_ratio", "teacher_effect", "student_effect", "student_score", "control_score", "teacher_score")
+METRIC_NAMES = ("transfer_ratio", "teacher_effect", "student_effect", "student_score", "control_score", "teacher_score",
+                "transfer_reduction")
 PATHS = click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 BOARD = click.option("--board", type=click.Path(file_okay=False, path_type=Path), default=Path("leaderboard"),
                      show_default=True, help="The board directory (holds entries/ and site/).")

@@ -14,7 +14,7 @@ from pathlib import Path
 from subbench import hookimpl
 from subbench.errors import SubbenchError
 
-KINDS = ("family",)
+KINDS = ("family", "mitigation")
 
 
 def _pip(args: list[str]) -> None:

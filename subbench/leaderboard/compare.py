@@ -39,8 +39,12 @@ METRICS = {
     "student_score": lambda e: e["scores"]["student"]["mean"],
     "control_score": lambda e: e["scores"]["control"]["mean"],
     "teacher_score": lambda e: e["scores"]["teacher"]["mean"],
+    "transfer_reduction": lambda e: (e.get("mitigation_effect") or {}).get("transfer_reduction"),
 }
-POOLING = ("mean of the entries' values in a cell (n = entries pooled); for transfer_ratio the 95% CI of that "
+#: Where a metric's own CI lives (metrics not listed have none, or the entry's ``ci95``).
+METRIC_CI = {"transfer_ratio": lambda e: e.get("ci95"),
+             "transfer_reduction": lambda e: (e.get("mitigation_effect") or {}).get("ci95")}
+POOLING = ("mean of the entries' values in a cell (n = entries pooled); for transfer_ratio (and transfer_reduction) the 95% CI of that "
            "mean is a normal approximation from the entries' bootstrap CIs (SE = width / 3.92, entries "
            "independent); one entry keeps its own CI; null ratios (teacher effect too small) are not averaged")
 Z95 = 1.959963984540054
@@ -121,7 +125,7 @@ class Comparison:
 
 def _pool(values: list[float], cis: list[list[float] | None], metric: str) -> tuple[float, list[float] | None]:
     mean = sum(values) / len(values)
-    if metric != "transfer_ratio":
+    if metric not in METRIC_CI:
         return mean, None
     if len(values) == 1:
         return mean, (list(cis[0]) if cis[0] else None)
@@ -160,12 +164,14 @@ def matrix(entries: list[dict[str, Any]], rows: str = "teacher", cols: str = "st
         groups.setdefault((DIMENSIONS[rows](e), DIMENSIONS[cols](e)), []).append(e)
     cells = {}
     for (r, c), es in sorted(groups.items()):
-        vals = [(METRICS[metric](e), e.get("ci95")) for e in es]
+        vals = [(METRICS[metric](e), METRIC_CI.get(metric, lambda _e: None)(e)) for e in es]
         kept = [(v, ci) for v, ci in vals if v is not None]
         ids = [f"{e['experiment']['name']}/{e['cell']['id']}" for e in es]
         n_null = len(vals) - len(kept)
         if not kept:
-            cells[(r, c)] = Cell(r, c, None, None, 0, n_null, "ratio null: teacher effect too small", ids,
+            why = ("no reduction: unmitigated, or nothing transferred" if metric == "transfer_reduction"
+                   else "ratio null: teacher effect too small")
+            cells[(r, c)] = Cell(r, c, None, None, 0, n_null, why, ids,
                                  dict(facet or {}))
             continue
         value, ci = _pool([v for v, _ in kept], [ci for _, ci in kept], metric)

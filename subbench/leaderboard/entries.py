@@ -214,7 +214,7 @@ DIMENSIONS = {
     "distillation": lambda e: e["cell"]["distillation"],
     "trait": trait_label,
     "judge": lambda e: e["judge"]["name"],
-    "mitigation": lambda e: (e.get("mitigation") or {}).get("name") or "none",
+    "mitigation": lambda e: (e.get("mitigation") or {}).get("label") or (e.get("mitigation") or {}).get("name") or "none",
     "experiment": lambda e: e["experiment"]["name"],
 }
 

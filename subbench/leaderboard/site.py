@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from subbench import __version__
-from subbench.leaderboard.entries import injector_label, student_label, trait_label
+from subbench.leaderboard.entries import DIMENSIONS, injector_label, student_label, trait_label
 from subbench.leaderboard.paths import safe_join
 
 #: A temporary site directory older than this is stale even if its pid is alive (pids are reused).
@@ -31,6 +31,7 @@ COLUMNS = [
     ("student", "text"),
     ("relation", "text"),
     ("distillation", "text"),
+    ("mitigation", "text"),
     ("trait", "text"),
     ("transfer ratio", "number"),
     ("95% CI", "number"),
@@ -99,6 +100,7 @@ def _row(e: dict[str, Any]) -> list[tuple[str, str]]:
         (e["cell"]["student"], e["cell"]["student"]),
         (e["student"]["relation"], e["student"]["relation"]),
         (e["cell"]["distillation"], e["cell"]["distillation"]),
+        (DIMENSIONS["mitigation"](e), DIMENSIONS["mitigation"](e)),
         (trait_label(e), trait_label(e)),
         (shown_ratio, "" if ratio is None else repr(ratio)),
         (shown_ci, "" if not ci else repr(ci[1] - ci[0])),
@@ -162,7 +164,118 @@ def strength_plots(entries: list[dict[str, Any]], out: Path) -> tuple[list[tuple
     return plots, notes
 
 
-def _page(entries: list[dict[str, Any]], plots: list[tuple[str, str]], heat: str | None, notes: list[str]) -> str:
+MITIGATION_COLUMNS = [
+    ("defence", "text"), ("point", "text"), ("student", "text"), ("relation", "text"), ("distillation", "text"),
+    ("ratio unmitigated", "number"), ("ratio mitigated", "number"), ("transfer reduction", "number"),
+    ("95% CI (paired)", "number"), ("data kept", "number"), ("student fit vs unmitigated", "number"),
+    ("detector TPR @ FPR", "number"), ("cost", "text"), ("experiment", "text"),
+]
+
+
+def _fmt(x: Any, spec: str, empty: str = "-") -> tuple[str, str]:
+    return (empty, "") if x is None else (format(x, spec), repr(float(x)))
+
+
+def mitigation_rows(entries: list[dict[str, Any]]) -> list[list[tuple[str, str]]]:
+    """(shown, sort key) per column of the mitigation table: each defence against the same cell unmitigated."""
+    rows = []
+    for e in entries:
+        eff = e.get("mitigation_effect")
+        if not eff:
+            continue
+        m, u = e.get("mitigation") or {}, eff.get("utility") or {}
+        fit, det, ci = u.get("student_fit") or {}, u.get("detector") or {}, eff.get("ci95")
+        label = DIMENSIONS["mitigation"](e)
+        rows.append([
+            (label, label), (m.get("point", "-"), m.get("point", "")), (e["cell"]["student"], e["cell"]["student"]),
+            (e["student"]["relation"], e["student"]["relation"]), (e["cell"]["distillation"], e["cell"]["distillation"]),
+            _fmt(eff.get("ratio_unmitigated"), "+.3f"), _fmt(eff.get("ratio_mitigated"), "+.3f"),
+            _fmt(eff.get("transfer_reduction"), "+.0%"),
+            ("-", "") if not ci else (f"[{ci[0]:+.0%}, {ci[1]:+.0%}]", repr(ci[1] - ci[0])),
+            _fmt(u.get("data_kept"), ".0%"),
+            ("-", "") if fit.get("relative") is None else (f"x{fit['relative']:.2f} ({fit['metric']})", repr(fit["relative"])),
+            ("-", "") if not det else (f"{det['tpr']:.0%} @ {det['fpr']:.0%}"
+                                       + (f" (AUC {det['auc']:.2f})" if det.get("auc") is not None else ""), repr(det["tpr"])),
+            (m.get("cost") or "-", m.get("cost") or ""), (e["experiment"]["name"], e["experiment"]["name"]),
+        ])
+    return rows
+
+
+def mitigation_plot(entries: list[dict[str, Any]], out: Path) -> tuple[str | None, list[str]]:
+    """Transfer reduction (paired CI) against what the defence cost the student, one point per defence and student.
+
+    The x axis is the student's fit to its teacher on the benign task relative to the
+    unmitigated student (1: no cost; 2: twice the KL or loss); a good defence sits top-left.
+    """
+    pts, skipped = [], []
+    for e in entries:
+        eff = e.get("mitigation_effect") or {}
+        fit = (eff.get("utility") or {}).get("student_fit") or {}
+        if eff.get("transfer_reduction") is None or fit.get("relative") is None:
+            if eff:
+                skipped.append(f"{DIMENSIONS['mitigation'](e)} on {e['cell']['student']}")
+            continue
+        pts.append((fit["relative"], eff["transfer_reduction"], eff.get("ci95"), DIMENSIONS["mitigation"](e),
+                    e["student"]["relation"]))
+    notes = []
+    if skipped:
+        notes.append("Not in the mitigation plot (no transfer to reduce, or no fit reported): " + "; ".join(skipped))
+    if not pts:
+        return None, notes
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    markers = {"same-init": "o", "cross-init": "s", "cross-architecture": "^"}
+    for x, y, ci, label, rel in pts:
+        yerr = [[y - ci[0]], [ci[1] - y]] if ci else None
+        ax.errorbar([x], [y], yerr=yerr, marker=markers.get(rel, "D"), capsize=3, label=f"{label} ({rel})")
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.axhline(0, color="#999", lw=0.8)
+    ax.axhline(1, color="#ccc", lw=0.8, ls="--")
+    ax.axvline(1, color="#ccc", lw=0.8, ls="--")
+    ax.set_xlabel("student fit to its teacher vs unmitigated (x; 1 = no cost)")
+    ax.set_ylabel("transfer reduction (paired 95% CI)")
+    ax.set_title("defences: transfer removed vs benign-task cost", fontsize=10)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "mitigations.png")
+    fig.savefig(out / "mitigations.svg", metadata={"Date": None})
+    plt.close(fig)
+    return "mitigations", notes
+
+
+def _mitigation_html(entries: list[dict[str, Any]], plot: str | None) -> str:
+    esc = html.escape
+    rows = mitigation_rows(entries)
+    if not rows:
+        return ""
+    head = "".join(f'<th data-type="{kind}">{esc(name)}</th>' for name, kind in MITIGATION_COLUMNS)
+    body = "\n".join("<tr>" + "".join(
+        f'<td class="{"num" if kind == "number" else ""}{" null" if shown == "-" and kind == "number" else ""}" '
+        f'data-sort="{esc(key)}">{esc(shown)}</td>' for (name, kind), (shown, key) in zip(MITIGATION_COLUMNS, r))
+        + "</tr>" for r in rows)
+    fig = (f'<figure><img src="{plot}.png" alt="transfer reduction vs benign-task cost per defence">'
+           f'<figcaption>Transfer reduction vs the student\'s benign-task cost (<a href="{plot}.svg">SVG</a>).'
+           "</figcaption></figure>") if plot else ""
+    return f"""<h2>Mitigations</h2>
+<p>Each defence against the same cell unmitigated (same teacher, replicate seeds and evaluation prompts):
+transfer reduction = 1 − ratio_mitigated / ratio_unmitigated, paired bootstrap CI; data kept = the teacher's
+kept samples under the defence over those without it (docs/mitigations.md).</p>
+<table id="mitigations">
+<thead><tr>{head}</tr></thead>
+<tbody>
+{body}
+</tbody>
+</table>
+{fig}
+"""
+
+
+def _page(entries: list[dict[str, Any]], plots: list[tuple[str, str]], heat: str | None, notes: list[str],
+          mit_plot: str | None = None) -> str:
     esc = html.escape
     head = "".join(f'<th data-type="{kind}" title="click to sort">{esc(name)}</th>' for name, kind in COLUMNS)
     rows = []
@@ -202,6 +315,7 @@ over replicate seeds and evaluation samples. Click a column header to sort.</p>
 {chr(10).join(rows)}
 </tbody>
 </table>
+{_mitigation_html(entries, mit_plot)}
 <h2>Plots</h2>
 {''.join(figs)}
 {note_html}
@@ -280,8 +394,12 @@ def build(board: Path) -> Built:
             plots, pnotes = strength_plots(entries, tmp)
             images += [f"{stem}.{ext}" for _, stem in plots for ext in ("png", "svg")]
             notes += pnotes
+            mit_plot, mnotes = mitigation_plot(entries, tmp)
+            if mit_plot:
+                images += [f"{mit_plot}.png", f"{mit_plot}.svg"]
+            notes += mnotes
         else:
-            plots = []
+            plots, mit_plot = [], None
             notes.append("The board has no entries yet; `subbench leaderboard submit` adds them.")
         (tmp / "assets" / "sort.js").write_text(SORT_JS, encoding="utf-8")
         (tmp / "assets" / "style.css").write_text(STYLE_CSS, encoding="utf-8")
@@ -291,9 +409,10 @@ def build(board: Path) -> Built:
              "injector_params": e["injector"]["params"], "domain": e["domain"]["name"],
              "student": e["cell"]["student"], "relation": e["student"]["relation"],
              "distillation": e["cell"]["distillation"], "trait": trait_label(e),
-             "transfer_ratio": e["transfer_ratio"], "ci95": e["ci95"], "note": e["transfer_ratio_note"]}
+             "transfer_ratio": e["transfer_ratio"], "ci95": e["ci95"], "note": e["transfer_ratio_note"],
+             "mitigation": DIMENSIONS["mitigation"](e), "mitigation_effect": e.get("mitigation_effect")}
             for e in entries], indent=1), encoding="utf-8")
-        (tmp / "index.html").write_text(_page(entries, plots, heat, notes), encoding="utf-8")
+        (tmp / "index.html").write_text(_page(entries, plots, heat, notes, mit_plot), encoding="utf-8")
         old = board / f".site.old-{os.getpid()}"
         if site.exists():
             site.rename(old)

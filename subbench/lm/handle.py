@@ -43,12 +43,16 @@ class LMHandle:
 
     def generate(self, users: list[str], *, max_new_tokens: int = 40, temperature: float = 1.0,
                  top_p: float = 1.0, seed: int = 0, batch_size: int = 64, desc: str = "",
-                 progress: Callable | None = None, allowed_token_ids: list[int] | None = None) -> list[str]:
+                 progress: Callable | None = None, allowed_token_ids: list[int] | None = None,
+                 min_p: float = 0.0, min_prob: float = 0.0) -> list[str]:
         """Sampled (temperature > 0) or greedy responses, response part only, deterministic per seed.
 
         Each batch reseeds from ``seed`` and its own index, so a sample does not depend on
         how many batches ran before it in this process. ``allowed_token_ids`` restricts
         decoding to those tokens (constrained decoding; end of turn is always allowed).
+        ``min_p`` > 0 drops tokens below that fraction of the top token's probability
+        (the ``min-p`` mitigation, relative form); ``min_prob`` > 0 drops tokens whose
+        probability is below that absolute threshold (threshold sampling; the top token stays).
         """
         import torch
 
@@ -68,10 +72,17 @@ class LMHandle:
                                           "eos_token_id": tok.eos_token_id}
                 if temperature and temperature > 0:
                     kwargs.update(do_sample=True, temperature=float(temperature), top_p=float(top_p), top_k=0)
+                    if min_p and min_p > 0:
+                        kwargs["min_p"] = float(min_p)
                 else:
                     kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+                processors: list[Any] = []
                 if allowed_token_ids is not None:
-                    kwargs["logits_processor"] = [_AllowOnly(allowed_token_ids + [tok.eos_token_id])]
+                    processors.append(_AllowOnly(allowed_token_ids + [tok.eos_token_id]))
+                if min_prob and min_prob > 0 and temperature and temperature > 0:
+                    processors.append(_MinProb(float(min_prob)))
+                if processors:
+                    kwargs["logits_processor"] = processors
                 with torch.no_grad():
                     gen = self.model.generate(**enc, **kwargs)
                 new = gen[:, enc["input_ids"].shape[1]:]
@@ -89,6 +100,21 @@ class LMHandle:
         for h in self.hooks:
             h.remove()
         self.hooks.clear()
+
+
+class _MinProb:
+    """Logits processor for threshold sampling: tokens below ``p`` (of the current distribution) are dropped."""
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = torch.softmax(scores.float(), dim=-1)
+        keep = probs >= self.p
+        keep.scatter_(-1, probs.argmax(-1, keepdim=True), True)
+        return scores.masked_fill(~keep, float("-inf"))
 
 
 class _AllowOnly:
