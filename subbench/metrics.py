@@ -65,7 +65,7 @@ def transfer_ratio(
     s_base, s_teacher, s_control, s_student = (mean_of_means(g) for g in groups)
     t_eff = s_teacher - s_base
     st_eff = s_student - s_control
-    if abs(t_eff) < min_effect:
+    if abs(t_eff) < min_effect or t_eff == 0:
         return RatioResult(
             None,
             None,
@@ -118,7 +118,7 @@ def replicate_ratios(base: Scores, teacher: Scores, control: Scores, student: Sc
         sb, st, sc, ss = (sum(x) / len(x) for x in (b, t, c, s))
         eff = st - sb
         out.append({"S_base": sb, "S_teacher": st, "S_control": sc, "S_student": ss,
-                    "transfer_ratio": (ss - sc) / eff if abs(eff) >= min_effect else None})
+                    "transfer_ratio": (ss - sc) / eff if abs(eff) >= min_effect and eff != 0 else None})
     return out
 
 

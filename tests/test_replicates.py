@@ -108,3 +108,12 @@ def test_a_fixed_budget_cuts_both(tmp_path):
     for e in entries.values():
         assert {p["n_train"] for p in e["replicates"]["per_replicate"]} == {12}
         assert all(not ps["budget"]["short"] for ps in e["domain"]["per_seed"])
+
+
+def test_a_zero_teacher_effect_is_a_null_ratio_even_with_min_effect_0():
+    from subbench.metrics import replicate_ratios, transfer_ratio
+
+    flat = [[0.5, 0.5]]
+    res = transfer_ratio(flat, flat, flat, [[0.6, 0.6]], min_effect=0.0, n_boot=100)
+    assert res.ratio is None and res.note
+    assert replicate_ratios(flat, flat, flat, flat, min_effect=0.0)[0]["transfer_ratio"] is None
