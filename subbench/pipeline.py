@@ -689,6 +689,11 @@ def _sd(sp: dict[str, Any] | None) -> str:
     return "-" if not sp or sp.get("sd") is None else f"{sp['sd']:.2f}"
 
 
+def _cosine(entry: dict[str, Any]) -> str:
+    c = (entry.get("mechanism") or {}).get("cosine")
+    return "-" if c is None else f"{c:+.2f}"
+
+
 def _is_primary(entry: dict[str, Any], metric: str) -> bool:
     """True when ``metric`` is the score the table already shows (the judge's own metric)."""
     sc = entry["scores"]
@@ -700,10 +705,15 @@ def format_table(entries: list[dict[str, Any]]) -> str:
 
     ``ratio`` pools the replicates; ``95% CI`` is the hierarchical bootstrap (replicates,
     then evaluation samples); ``sd`` is the spread of the per-replicate ratios listed in
-    ``per replicate``, which is what another run would scatter by.
+    ``per replicate``, which is what another run would scatter by. ``cos`` is the mechanism:
+    the cosine between the student's activation shift (student − control) and the teacher's
+    (teacher − base), mean over replicates.
     """
     head = ["teacher", "distill", "student", "relation", "n_train", "S_base", "S_teacher", "S_control", "S_student",
             "ratio", "95% CI", "sd", "per replicate", "fit"]
+    with_mech = any(e.get("mechanism") for e in entries)
+    if with_mech:
+        head.append("cos")
     with_mit = any(e.get("mitigation") for e in entries)
     if with_mit:
         head.insert(0, "mitigation")
@@ -721,7 +731,7 @@ def format_table(entries: list[dict[str, Any]]) -> str:
             _sd((e.get("replicates") or {}).get("ratio_spread")),
             " ".join("null" if p["transfer_ratio"] is None else f"{p['transfer_ratio']:+.2f}" for p in reps) or "-",
             _fit_summary(e["distillation"]["fit"]),
-        ])
+        ] + ([_cosine(e)] if with_mech else []))
     lines = _table(head, rows)
     names = sorted({m for e in entries for m in (e.get("metrics") or {}) if not _is_primary(e, m)})
     for m in names:
@@ -744,7 +754,8 @@ def format_table(entries: list[dict[str, Any]]) -> str:
         lines += ["", f"{n_rep} replicate(s) over {over or 'seeds'}; 95% CI: bootstrap over replicates, then evaluation "
                       "samples; sd: spread of the per-replicate ratios."]
     notes = [f"{e['cell']['id']}: {e['transfer_ratio_note']}" for e in entries if e.get("transfer_ratio_note")]
-    notes += [f for e in entries for f in e.get("flags") or []]  # run-wide (teacher data): once each
+    # teacher-data flags are shared by a teacher's cells: once each (per mitigation when there are several)
+    notes += [(f"{mitigation_label(e)}: " if with_mit else "") + f for e in entries for f in e.get("flags") or []]
     if notes:
         lines.append("")
         lines += [f"note: {n}" for n in dict.fromkeys(notes)]
