@@ -211,8 +211,9 @@ def dose_response_plots(entries: list[dict[str, Any]], out: Path) -> tuple[list[
         differ = {k for sib in siblings for k in sib if len({json.dumps(s.get(k), default=str) for s in siblings}) > 1}
         fixed = ", ".join(f"{k}={v}" for k, v in json.loads(rest).items() if k in differ)
         by_facet: dict[tuple, list] = {}
-        for c in cs:
-            by_facet.setdefault(tuple(sorted(c.facet.items())), []).append(c)
+        for c in cs:  # a curve at one value of the parameter (another experiment's single cell) is no curve
+            if len({x for x, _ in c.points}) > 1:
+                by_facet.setdefault(tuple(sorted(c.facet.items())), []).append(c)
         for facet, fcs in by_facet.items():
             shown = ", ".join(f"{k}={v}" for k, v in facet if v not in ("-", "", None))
             short = f"teacher {teacher} · {inj} {name}" + (f" ({fixed})" if fixed else "")
