@@ -165,7 +165,9 @@ def strength_plots(entries: list[dict[str, Any]], out: Path) -> tuple[list[tuple
 
 
 def _numeric(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def fit_caption(c) -> str:
@@ -204,7 +206,7 @@ def dose_response_plots(entries: list[dict[str, Any]], out: Path) -> tuple[list[
             continue
         try:
             cs = doseresponse.curves(es, name, fit=True)
-        except SubbenchError as exc:
+        except (SubbenchError, ValueError, ArithmeticError) as exc:  # a bad fit must not stop the site build
             notes.append(f"teacher {teacher} ({inj}, {name}): no dose-response curve: {exc}")
             continue
         siblings = [json.loads(k[3]) for k in groups if k[:3] == (teacher, inj, name)]
