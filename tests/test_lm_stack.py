@@ -220,6 +220,22 @@ def test_logit_distiller_moves_the_student_towards_the_teacher(llama, ctx, tmp_p
     assert llama.family.load(tmp_path / "s", ctx).model is not None
 
 
+def test_logit_match_kl_stops_at_the_target_fit_and_records_it(llama, ctx, tmp_path):
+    sp = get("injectors", "system-prompt")
+    sp.inject(llama, OwlTrait(), "owl", {}, 0, tmp_path / "t", ctx)
+    teacher = sp.load(tmp_path / "t", llama, ctx)
+    dist = get("distillers", "logit")
+    # Unset, the parameter is not in the resolved params: cache keys of older runs stay the same.
+    assert "match_kl" not in dist.resolve_params({}) and dist.resolve_params({"match_kl": 0.1})["match_kl"] == 0.1
+    base = {"lr": 3e-3, "epochs": 3, "batch_size": 16}
+    loose = dist.distill(llama, _data(64), teacher, {**base, "match_kl": 100.0}, 0, tmp_path / "a", ctx)["fit"]
+    assert loose["matched"] and loose["matched_at_step"] == loose["steps"] == 5 < 12
+    assert loose["matched_kl"] <= 100.0 and loose["match_kl"] == 100.0
+    strict = dist.distill(llama, _data(64), teacher, {**base, "max_steps": 6, "match_kl": 1e-9}, 0, tmp_path / "b",
+                          ctx)["fit"]
+    assert not strict["matched"] and strict["matched_at_step"] is None and strict["steps"] == 6
+
+
 def test_logit_check_refuses_closed_teachers_and_foreign_vocabularies(llama):
     dist = get("distillers", "logit")
 

@@ -188,8 +188,12 @@ def test_site_loads_renders_and_sorts(browser, board, tmp_path):
     assert hashes == on_board
 
     images = dt.js("Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth, i.naturalHeight])")
-    assert {src for src, _, _ in images} == {"heatmap.png", "strength-toy-a.png"}
+    assert {src for src, _, _ in images} == {"heatmap.png", "strength-toy-a.png", "dose-0.png"}
     assert all(w > 100 and h > 100 for _, w, h in images), images
+    # the dose-response figure says per relation why it has no fit (strength 0 gives null ratios: 2 strengths left)
+    caption = dt.js("document.querySelector('figure.dose figcaption').innerText")
+    assert "same-init: no fit (--fit needs at least 3 values" in caption, caption
+    assert dt.js("document.querySelector('figure.dose').getBoundingClientRect().height") > 100
     resources = dt.js("performance.getEntriesByType('resource').map(r => r.name)")
     assert resources and all(r.startswith("http://127.0.0.1:") for r in resources), resources
 

@@ -91,7 +91,17 @@ class LogitDistiller(Distiller):
         **_training(lr=1e-3, epochs=5, batch_size=64),
         "support": Param(str, "observed", "KL over the tokens seen in the kept responses (observed) or the whole "
                          "vocabulary (all)", choices=("observed", "all")),
+        "match_kl": Param(float, None, "stop once the mean KL to the teacher over the last 5 steps is at most this "
+                          "(matched fit; epochs / max_steps stay the cap); null: run them all", min=0, min_open=True,
+                          max=1000),
     }
+
+    def resolve_params(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
+        """Leave ``match_kl`` out when unset, so every logit run from before it existed keeps its cache key."""
+        out = super().resolve_params(params, where)
+        if out.get("match_kl") is None:
+            out.pop("match_kl", None)
+        return out
 
     def check(self, teacher: ModelRef, student: ModelRef, injector: Injector) -> None:
         for ref in (teacher, student):
@@ -127,7 +137,7 @@ class LogitDistiller(Distiller):
         fit = kd_train(handle, teacher, rows, out=Path(out), ctx=ctx, seed=seed, lr=float(params["lr"]),
                        optimizer=params["optimizer"], batch_size=int(params["batch_size"]), epochs=params["epochs"],
                        max_steps=params["max_steps"], peft_config=_peft(student, params["lora"]),
-                       support=params["support"])
+                       support=params["support"], match_kl=params.get("match_kl"))
         return {"fit": fit, "samples": len(data)}
 
 

@@ -231,7 +231,7 @@ def render(cs: list[Curve], by: str, fmt: str = "table", metric: str = "transfer
     return "\n".join(lines)
 
 
-def plot(cs: list[Curve], by: str, path: Path, metric: str = "transfer_ratio") -> None:
+def plot(cs: list[Curve], by: str, path: Path, metric: str = "transfer_ratio", title: str | None = None) -> None:
     """Mean ratio per strength with its 95% band and points, and the best fit, one line per group."""
     import matplotlib
 
@@ -259,6 +259,8 @@ def plot(cs: list[Curve], by: str, path: Path, metric: str = "transfer_ratio") -
     ax.axhline(0, color="grey", lw=0.6)
     ax.set_xlabel(by)
     ax.set_ylabel(f"{metric} (per replicate)")
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

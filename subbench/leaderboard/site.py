@@ -164,6 +164,87 @@ def strength_plots(entries: list[dict[str, Any]], out: Path) -> tuple[list[tuple
     return plots, notes
 
 
+def _numeric(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def fit_caption(c) -> str:
+    """One line per curve: its group, the winning fit's shape and ΔBIC, or why there is no fit."""
+    if c.fit is None or "error" in c.fit:
+        why = (c.fit or {}).get("error", "no fit")
+        return f"{c.group}: no fit ({why})"
+    d = c.fit["delta_bic"]
+    return (f"{c.group}: {c.fit['shape']} ({c.fit['best']}), ΔBIC {'-' if d is None else f'{d:.1f}'} "
+            f"to the other shape over {c.fit['n']} points")
+
+
+def dose_response_plots(entries: list[dict[str, Any]], out: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per-replicate transfer ratio against each numeric injector parameter a teacher setting varies.
+
+    One figure per teacher family, injector, parameter and facet (distillation, judge,
+    domain, trait, mitigation): the points, the mean with its 95% band and the winning
+    fit of ``compare --by PARAM --fit``, one line per student relation, so the page says
+    whether transfer switches on at a threshold or grows with the dose. Entries that
+    differ in another injector parameter as well get separate figures (never pooled).
+    Returns ([{stem, title, captions}], notes).
+    """
+    from subbench.errors import SubbenchError
+    from subbench.leaderboard import doseresponse
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for e in entries:
+        params = e["injector"].get("params") or {}
+        for name, v in params.items():
+            if _numeric(v):
+                rest = json.dumps({k: w for k, w in params.items() if k != name}, sort_keys=True, default=str)
+                groups.setdefault((e["teacher"]["family"], e["injector"]["name"], name, rest), []).append(e)
+    figs, notes = [], []
+    for (teacher, inj, name, rest), es in sorted(groups.items()):
+        if len({float(e["injector"]["params"][name]) for e in es}) < 2:
+            continue
+        try:
+            cs = doseresponse.curves(es, name, fit=True)
+        except (SubbenchError, ValueError, ArithmeticError) as exc:  # a bad fit must not stop the site build
+            notes.append(f"teacher {teacher} ({inj}, {name}): no dose-response curve: {exc}")
+            continue
+        siblings = [json.loads(k[3]) for k in groups if k[:3] == (teacher, inj, name)]
+        differ = {k for sib in siblings for k in sib if len({json.dumps(s.get(k), default=str) for s in siblings}) > 1}
+        fixed = ", ".join(f"{k}={v}" for k, v in json.loads(rest).items() if k in differ)
+        by_facet: dict[tuple, list] = {}
+        for c in cs:  # a curve at one value of the parameter (another experiment's single cell) is no curve
+            if len({x for x, _ in c.points}) > 1:
+                by_facet.setdefault(tuple(sorted(c.facet.items())), []).append(c)
+        for facet, fcs in by_facet.items():
+            shown = ", ".join(f"{k}={v}" for k, v in facet if v not in ("-", "", None))
+            short = f"teacher {teacher} · {inj} {name}" + (f" ({fixed})" if fixed else "")
+            title = short + (f" · {shown}" if shown else "")
+            stem = safe_join(out, f"dose-{len(figs)}").name
+            for ext in (".png", ".svg"):
+                doseresponse.plot(fcs, name, safe_join(out, stem, suffix=ext), title=short)
+            figs.append({"stem": stem, "title": title, "param": name, "captions": [fit_caption(c) for c in fcs]})
+    return figs, notes
+
+
+def _dose_html(figs: list[dict[str, Any]]) -> str:
+    esc = html.escape
+    if not figs:
+        return ""
+    items = "".join(
+        f'<figure class="dose"><img src="{f["stem"]}.png" alt="transfer ratio vs {esc(f["param"])}, {esc(f["title"])}">'
+        f'<figcaption>{esc(f["title"])} (<a href="{f["stem"]}.svg">SVG</a>)<br>'
+        + "<br>".join(f'<span class="fit">{esc(c)}</span>' for c in f["captions"]) + "</figcaption></figure>"
+        for f in figs)
+    return f"""<h2>Dose-response</h2>
+<p>Transfer ratio per replicate (points) against each numeric injector parameter the teacher settings vary:
+mean with its 95% t band over replicates, and the lowest-BIC fit (dashed) among step, logistic (threshold)
+and linear, saturating (continuous). ΔBIC is to the best model of the other shape: over 6 is strong,
+under 2 a tie (docs/steering.md; <code>subbench compare --by PARAM --fit</code>).</p>
+{items}
+"""
+
+
 MITIGATION_COLUMNS = [
     ("defence", "text"), ("point", "text"), ("student", "text"), ("relation", "text"), ("distillation", "text"),
     ("ratio unmitigated", "number"), ("ratio mitigated", "number"), ("transfer reduction", "number"),
@@ -275,7 +356,7 @@ kept samples under the defence over those without it (docs/mitigations.md).</p>
 
 
 def _page(entries: list[dict[str, Any]], plots: list[tuple[str, str]], heat: str | None, notes: list[str],
-          mit_plot: str | None = None) -> str:
+          mit_plot: str | None = None, dose: list[dict[str, Any]] | None = None) -> str:
     esc = html.escape
     head = "".join(f'<th data-type="{kind}" title="click to sort">{esc(name)}</th>' for name, kind in COLUMNS)
     rows = []
@@ -318,6 +399,7 @@ over replicate seeds and evaluation samples. Click a column header to sort.</p>
 {_mitigation_html(entries, mit_plot)}
 <h2>Plots</h2>
 {''.join(figs)}
+{_dose_html(dose or [])}
 {note_html}
 <p class="note">Built by subbench {esc(__version__)}; entry format: docs/entry-format.md.</p>
 <script src="assets/sort.js"></script>
@@ -394,12 +476,15 @@ def build(board: Path) -> Built:
             plots, pnotes = strength_plots(entries, tmp)
             images += [f"{stem}.{ext}" for _, stem in plots for ext in ("png", "svg")]
             notes += pnotes
+            dose, dnotes = dose_response_plots(entries, tmp)
+            images += [f"{f['stem']}.{ext}" for f in dose for ext in ("png", "svg")]
+            notes += dnotes
             mit_plot, mnotes = mitigation_plot(entries, tmp)
             if mit_plot:
                 images += [f"{mit_plot}.png", f"{mit_plot}.svg"]
             notes += mnotes
         else:
-            plots, mit_plot = [], None
+            plots, mit_plot, dose = [], None, []
             notes.append("The board has no entries yet; `subbench leaderboard submit` adds them.")
         (tmp / "assets" / "sort.js").write_text(SORT_JS, encoding="utf-8")
         (tmp / "assets" / "style.css").write_text(STYLE_CSS, encoding="utf-8")
@@ -412,7 +497,7 @@ def build(board: Path) -> Built:
              "transfer_ratio": e["transfer_ratio"], "ci95": e["ci95"], "note": e["transfer_ratio_note"],
              "mitigation": DIMENSIONS["mitigation"](e), "mitigation_effect": e.get("mitigation_effect")}
             for e in entries], indent=1), encoding="utf-8")
-        (tmp / "index.html").write_text(_page(entries, plots, heat, notes, mit_plot), encoding="utf-8")
+        (tmp / "index.html").write_text(_page(entries, plots, heat, notes, mit_plot, dose), encoding="utf-8")
         old = board / f".site.old-{os.getpid()}"
         if site.exists():
             site.rename(old)

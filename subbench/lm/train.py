@@ -233,9 +233,28 @@ def make_kd_trainer_class():
     return KDTrainer
 
 
+#: Steps the running KL of ``match_kl`` averages over: enough to ride out one noisy batch.
+MATCH_WINDOW = 5
+
+
+def _stop_at_kl(trainer, target: float, matched: dict[str, Any]):
+    """A callback that ends training at the first step whose running mean KL is <= ``target``."""
+    from transformers import TrainerCallback
+
+    class StopAtKL(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            tail = trainer.kl_history[-MATCH_WINDOW:]
+            if not matched and len(tail) == MATCH_WINDOW and sum(tail) / len(tail) <= target:
+                matched.update(step=int(state.global_step), kl=round(sum(tail) / len(tail), 6))
+                control.should_training_stop = True
+            return control
+
+    return StopAtKL()
+
+
 def kd_train(student: "LMHandle", teacher: "LMHandle", rows: list[dict[str, Any]], *, out: Path, ctx: "Context",
              seed: int, lr: float, optimizer: str, batch_size: int, epochs: float | None, max_steps: int | None,
-             peft_config=None, support: str = "observed") -> dict[str, Any]:
+             peft_config=None, support: str = "observed", match_kl: float | None = None) -> dict[str, Any]:
     """Distil ``student`` towards ``teacher`` on the response tokens of ``rows``.
 
     ``support="observed"`` compares the two distributions renormalised over the tokens that
@@ -243,6 +262,11 @@ def kd_train(student: "LMHandle", teacher: "LMHandle", rows: list[dict[str, Any]
     any other token (an animal word leaking into a number list) cannot reach the student,
     so what transfers is carried by the distribution over clean tokens alone.
     ``support="all"`` uses the whole vocabulary.
+
+    ``match_kl`` stops training once the mean KL over the last :data:`MATCH_WINDOW` steps is
+    at most that value, so two optimizers can be compared at the same fit rather than at
+    the same number of steps (an under-fit student is not an immune one); the fit records
+    whether and at which step the target was reached.
     """
     import torch
     import transformers
@@ -268,6 +292,9 @@ def kd_train(student: "LMHandle", teacher: "LMHandle", rows: list[dict[str, Any]
                                       data_collator=kd_collate(student.tokenizer.pad_token_id),
                                       teacher_model=teacher.model, support=support_ids)
     _quiet(trainer, ctx, "logit")
+    matched: dict[str, Any] = {}
+    if match_kl is not None:
+        trainer.add_callback(_stop_at_kl(trainer, float(match_kl), matched))
     trainer.train()
     model = trainer.model
     if peft_config is not None:
@@ -283,6 +310,9 @@ def kd_train(student: "LMHandle", teacher: "LMHandle", rows: list[dict[str, Any]
         "support": support,
         "support_tokens": int(len(support_ids)) if support_ids is not None else None,
     }
+    if match_kl is not None:
+        fit.update({"match_kl": float(match_kl), "matched": bool(matched), "matched_at_step": matched.get("step"),
+                    "matched_kl": matched.get("kl")})
     save_student(student, model, out)
     student.model = model
     return fit
