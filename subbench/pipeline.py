@@ -590,18 +590,7 @@ class _Decoding:
 
 def mitigation_labels(mits: list) -> list[str]:
     """'none', the name, or the name and its differing params when a name appears twice."""
-    labels = []
-    for m in mits:
-        if m is None:
-            labels.append("none")
-            continue
-        same = [o for o in mits if o is not None and o.name == m.name]
-        if len(same) == 1:
-            labels.append(m.name)
-            continue
-        varying = [k for k in m.params if len({json.dumps(o.params.get(k), sort_keys=True) for o in same}) > 1]
-        labels.append(f"{m.name}[{','.join(f'{k}={m.params[k]}' for k in varying)}]")
-    return labels
+    return ["none" if m is None else _spec_label(m, mits) for m in mits]
 
 
 def base_inputs(family, seed: int, params: dict[str, Any]) -> dict[str, Any]:
@@ -651,18 +640,16 @@ def grid_labels(grid: list[dict[str, Any]]) -> list[str]:
 
 
 def distillation_labels(dists: list[Spec]) -> list[str]:
-    labels = []
-    for d in dists:
-        if d.label:
-            labels.append(d.label)
-            continue
-        same = [o for o in dists if o.name == d.name]
-        if len(same) == 1:
-            labels.append(d.name)
-            continue
-        varying = [k for k in d.params if len({json.dumps(o.params.get(k), sort_keys=True) for o in same}) > 1]
-        labels.append(f"{d.name}[{','.join(f'{k}={d.params[k]}' for k in varying)}]")
-    return labels
+    return [d.label or _spec_label(d, dists) for d in dists]
+
+
+def _spec_label(spec: Spec, specs: list) -> str:
+    """The component's name, with the params that differ when the same name is listed twice."""
+    same = [o for o in specs if o is not None and o.name == spec.name]
+    if len(same) == 1:
+        return spec.name
+    varying = [k for k in spec.params if len({json.dumps(o.params.get(k), sort_keys=True) for o in same}) > 1]
+    return f"{spec.name}[{','.join(f'{k}={spec.params[k]}' for k in varying)}]"
 
 
 def slug(text: str) -> str:
