@@ -174,12 +174,22 @@ def _echo_params(params: list[dict]) -> None:
 
 
 def _first_line_description(path: Path) -> str:
+    """The experiment's `description:`, read as text (a folded `>-` block joined), never executed."""
     try:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.startswith("description:"):
-                return line.split(":", 1)[1].strip().strip("'\"")
-    except OSError:
-        pass
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    for i, line in enumerate(lines):
+        if line.startswith("description:"):
+            value = line.split(":", 1)[1].strip()
+            if value in (">", ">-", "|", "|-", ">+", "|+"):
+                block = []
+                for more in lines[i + 1:]:
+                    if more.strip() and not more[:1].isspace():
+                        break
+                    block.append(more.strip())
+                value = " ".join(b for b in block if b)
+            return value.strip("'\"")
     return ""
 
 

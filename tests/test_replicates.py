@@ -117,3 +117,11 @@ def test_a_zero_teacher_effect_is_a_null_ratio_even_with_min_effect_0():
     res = transfer_ratio(flat, flat, flat, [[0.6, 0.6]], min_effect=0.0, n_boot=100)
     assert res.ratio is None and res.note
     assert replicate_ratios(flat, flat, flat, flat, min_effect=0.0)[0]["transfer_ratio"] is None
+
+
+def test_list_experiments_reads_folded_descriptions():
+    res = CliRunner().invoke(build_cli(), ["list", "experiments"])
+    assert res.exit_code == 0
+    mlp = next(line for line in res.output.splitlines() if line.startswith("mlp-aux-logits"))
+    assert ">-" not in mlp and "The theory check of subliminal learning" in mlp
+    assert any(line.startswith("quickstart-inits") for line in res.output.splitlines())
