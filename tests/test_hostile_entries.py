@@ -7,7 +7,6 @@ measurement identity and the journaled submission.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil

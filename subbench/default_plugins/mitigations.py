@@ -277,8 +277,6 @@ class ProjectOut(Mitigation):
     parameters = {"layer": Param(int, None, "decoder layer (null: the middle one)", min=0, max=1000)}
 
     def activation_hooks(self, model, teacher, base, trait, target, params, ctx):
-        import torch
-
         from subbench.default_plugins.lm_injectors import chat_texts
         from subbench.lm.hooks import _hidden, decoder_layers, last_token_states, layer_module
 
