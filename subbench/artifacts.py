@@ -293,6 +293,16 @@ class ArtifactStore:
         key = self.key(inputs)
         return self._reusable(stage, key, self._checked(stage, key, inputs, locked=False))
 
+    def open(self, stage: str, key: str) -> Artifact:
+        """The finished artifact ``stage/key`` that another process (an executor's worker, or its parent) checked."""
+        path = self.path(stage, key)
+        try:
+            meta = json.loads((path / META).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SubbenchError(f"The {stage} artifact {key} is missing from {self.root} ({exc}); "
+                                "is the workdir on a filesystem every worker sees?") from None
+        return Artifact(stage, key, path, meta, cached=True)
+
     def verify_pending(self) -> None:
         """Hash the large artifacts looked up so far, before a stage that may load them runs."""
         while self._pending:

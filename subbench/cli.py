@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from subbench import __version__
-from subbench.errors import SubbenchError
+from subbench.errors import ConfigError, SubbenchError
 
 LIST_KINDS = ("families", "traits", "injectors", "domains", "judges", "mitigations", "distillers", "experiments")
 
@@ -43,11 +43,16 @@ def cli():
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--fresh", is_flag=True, help="Recompute every stage instead of reusing cached artifacts.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Processes for building base models side by side [default: $SUBBENCH_JOBS or min(2, cores)].")
+              help="Stages run side by side, one worker process each (1: all in this process, for debugging) "
+                   "[default: $SUBBENCH_JOBS or the number of cores].")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where stages run: local worker processes, or Ray tasks (pip install 'subbench[ray]').")
+@click.option("--address", default=None, metavar="ADDR",
+              help="Ray cluster to join with --executor ray (e.g. 10.0.0.1:6379 or auto) [default: a local one].")
 @click.option("--dry-run", is_flag=True, help="Resolve and validate the grid, print its cells and stages, run nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or stage log; print only the final table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON instead of the table.")
-def run(experiment, sets, workdir, out, device, fresh, jobs, dry_run, quiet, as_json):
+def run(experiment, sets, workdir, out, device, fresh, jobs, executor, address, dry_run, quiet, as_json):
     """Run EXPERIMENT (a name from `subbench list experiments` or a YAML path).
 
     Every stage (build base, inject, generate, filter, distill, evaluate) is cached in the
@@ -78,7 +83,10 @@ def run(experiment, sets, workdir, out, device, fresh, jobs, dry_run, quiet, as_
 
     workdir = workdir or Path(os.environ.get("SUBBENCH_WORKDIR", ".subbench"))
     _LOG_DIR[0] = workdir
-    runner = Runner(exp, workdir=workdir, out=out, device=device, quiet=quiet, fresh=fresh, jobs=jobs)
+    if address and executor != "ray":
+        raise ConfigError("--address joins a Ray cluster; add --executor ray.")
+    runner = Runner(exp, workdir=workdir, out=out, device=device, quiet=quiet, fresh=fresh, jobs=jobs,
+                    executor=executor, address=address)
     entries = runner.run()
     if as_json:
         click.echo(json.dumps(entries, indent=2))

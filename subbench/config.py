@@ -338,6 +338,7 @@ class Experiment:
     replicates: dict[str, Any] = field(default_factory=dict)
     budget: int | str = BUDGET_DEFAULT
     resolved: dict[str, Any] = field(default_factory=dict)
+    where: str = ""  # the file the experiment came from, as errors name it (a worker validates raw again)
     #: Every mitigation scored (None: unmitigated); ``[mitigation]`` for the single-key form.
     mitigations: list = field(default_factory=lambda: [None])
 
@@ -654,6 +655,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         name=name,
         path=None,
         raw=raw,
+        where=where,
         teacher_family=t_family,
         teacher_seed=t_seed,
         teacher_params=t_params,

@@ -30,6 +30,14 @@ from subbench.errors import SubbenchError
 from subbench.hashing import sha256_dir, sha256_file
 
 
+class Missing(Exception):
+    """A stage whose artifact is not in the store yet (raised only when the executor probes)."""
+
+    def __init__(self, stage: str, key: str, label: str):
+        super().__init__(f"{stage} {key}")
+        self.stage, self.key, self.label = stage, key, label
+
+
 @dataclass
 class Source:
     """A model a stage reads: a base, a teacher (base + injector) or a distilled student."""
@@ -65,16 +73,22 @@ class Runner:
         quiet: bool = False,
         fresh: bool = False,
         jobs: int = 1,
+        executor: str = "local",
+        address: str | None = None,
+        worker: bool = False,
     ):
         self.exp = exp
         self.jobs = max(1, int(jobs))
+        self.executor, self.address = executor, address
         self.workdir = Path(workdir)
         self.out = Path(out)
         self.ctx = Context(workdir=self.workdir, device=device, quiet=quiet)
-        self.store = ArtifactStore(self.workdir / "artifacts", fresh=fresh)
+        self.store = ArtifactStore(self.workdir / "artifacts", fresh=fresh, clean=not worker)
         self._models: OrderedDict[str, Any] = OrderedDict()
         self._torch_ready = False
+        self._probe = False
         self.stats = {"run": 0, "cached": 0}
+        self.timeline: list[dict[str, Any]] = []  # stages run by workers: start/end seconds, worker pid
 
     # -- models ------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -101,6 +115,8 @@ class Runner:
         if found is not None:
             self.stats["cached"] += 1
             return found
+        if self._probe:  # the executor asks whether it is cached, to send it to a worker if not
+            raise Missing(stage, self.store.key(inputs), label)
         self.ctx.log(f"[{stage}] {label} ...")
         started = time.time()
 
@@ -125,6 +141,15 @@ class Runner:
         self.ctx.log(f"[{stage}] {label} done in {time.time() - started:.1f}s")
         return art
 
+    def call(self, node, arts: dict[str, Artifact], probe: bool = False) -> Artifact:
+        """Run (or, with ``probe``, only look up) ``node`` given the artifacts of the nodes it reads."""
+        deps = {name: arts[dep.id] for name, dep in node.deps.items()}
+        self._probe = probe
+        try:
+            return getattr(self, node.op)(deps, **node.args)
+        finally:
+            self._probe = False
+
     def _components(self) -> list[Any]:
         """Every component a stage may call, to name the one that raised."""
         from subbench.plugins import get_manager
@@ -141,47 +166,6 @@ class Runner:
     def base(self, family, seed: int, params: dict[str, Any]) -> Artifact:
         return self._stage("base", f"{family.name} seed {seed}", base_inputs(family, seed, params),
                            lambda tmp: build_base(family, seed, params, tmp, self.ctx))
-
-    def prebuild_bases(self) -> None:
-        """Build the missing base models of the grid side by side (``--jobs``), one process each.
-
-        Building (pretraining) a tiny family is the longest stage of a small run and the
-        builds are independent; each worker uses one torch thread. Families a worker
-        cannot resolve (registered in-process only) are left to the serial pass.
-        """
-        exp = self.exp
-        wanted: dict[str, tuple] = {}
-        for r in exp.seeds:
-            t_seed = exp.teacher_seed_for(r)
-            for fam, seed, params in [(exp.teacher_family, t_seed, exp.teacher_params)] + [
-                (s.family, s.resolve_seed(t_seed), s.params) for s in exp.students
-            ]:
-                inputs = base_inputs(fam, seed, params)
-                if self.store.lookup("base", inputs) is None:
-                    wanted.setdefault(self.store.key(inputs), (fam, seed, params))
-        if self.jobs < 2 or len(wanted) < 2:
-            return
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        self.ctx.log(f"[base] building {len(wanted)} base models in {min(self.jobs, len(wanted))} processes ...")
-        started = time.time()
-        args = [(f.name, seed, params, str(self.workdir), self.ctx.device, self.store.fresh) for f, seed, params in wanted.values()]
-        with ProcessPoolExecutor(max_workers=min(self.jobs, len(wanted)), mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_build_base_worker, *a): key for a, key in zip(args, wanted)}
-            with self.ctx.progress(total=len(futures), desc="build base models", unit="model") as bar:
-                for fut in as_completed(futures):
-                    try:
-                        built = fut.result()
-                    except SubbenchError:
-                        raise
-                    except Exception:  # the serial pass rebuilds it and names the failing component
-                        built = False
-                    if built:
-                        self.store.mark_refreshed("base", futures[fut])
-                        self.stats["run"] += 1
-                    bar.update(1)
-        self.ctx.log(f"[base] built in {time.time() - started:.1f}s")
 
     def base_source(self, family, art: Artifact) -> Source:
         return Source(art.key, f"{family.name}", lambda: family.load(art.path, self.ctx))
@@ -290,33 +274,31 @@ class Runner:
 
         return self._stage("mitigate", f"{mit.name}", inputs, fn)
 
-    def mitigate_pair(self, data: Artifact, control: Artifact, seed: int, mit: Spec | None) -> tuple[Artifact, Artifact]:
-        """A data defence on the teacher's and the control's kept data: one call sees both sides."""
-        if _point(mit) != "data":
-            return data, control
+    def mitigate_role(self, data: Artifact, control: Artifact, seed: int, mit: Spec, role: str) -> Artifact:
+        """A data defence on the ``role`` side (teacher or control) of the kept data.
+
+        A defence with ``apply_pair`` sees both sides in one call (its stage is keyed on both);
+        one without acts on each side alone, with the single-side keys of before the track.
+        """
         comp = mit.component
         if getattr(type(comp), "apply_pair", Mitigation.apply_pair) is Mitigation.apply_pair:
-            # each side on its own: the single-side stage, with the same keys as before the track
-            return self.mitigate(data, seed, mit), self.mitigate(control, seed, mit)
-        arts = []
-        for role in ("teacher", "control"):
-            inputs = {"data": data.key, "control": control.key, "role": role, "mitigation": mit.name,
-                      "version": comp.version, "params": mit.params, "seed": seed}
+            return self.mitigate(data if role == "teacher" else control, seed, mit)
+        inputs = {"data": data.key, "control": control.key, "role": role, "mitigation": mit.name,
+                  "version": comp.version, "params": mit.params, "seed": seed}
 
-            def fn(tmp: Path, role=role) -> dict[str, Any]:
-                t_rows, c_rows, info = comp.apply_pair(read_jsonl(data.path / "kept.jsonl"),
-                                                       read_jsonl(control.path / "kept.jsonl"), mit.params, seed, self.ctx)
-                rows = t_rows if role == "teacher" else c_rows
-                src = data if role == "teacher" else control
-                n = write_jsonl(tmp / "kept.jsonl", rows)
-                if not n:
-                    raise SubbenchError(f"Mitigation {mit.name} kept none of the {role}'s {src.result.get('n_kept')} "
-                                        "samples; loosen its parameters.")
-                return {"n_in": src.result.get("n_kept"), "n_kept": n, "info": info or {},
-                        "sha256": sha256_file(tmp / "kept.jsonl")}
+        def fn(tmp: Path) -> dict[str, Any]:
+            t_rows, c_rows, info = comp.apply_pair(read_jsonl(data.path / "kept.jsonl"),
+                                                   read_jsonl(control.path / "kept.jsonl"), mit.params, seed, self.ctx)
+            rows = t_rows if role == "teacher" else c_rows
+            src = data if role == "teacher" else control
+            n = write_jsonl(tmp / "kept.jsonl", rows)
+            if not n:
+                raise SubbenchError(f"Mitigation {mit.name} kept none of the {role}'s {src.result.get('n_kept')} "
+                                    "samples; loosen its parameters.")
+            return {"n_in": src.result.get("n_kept"), "n_kept": n, "info": info or {},
+                    "sha256": sha256_file(tmp / "kept.jsonl")}
 
-            arts.append(self._stage("mitigate", f"{mit.name} ({role})", inputs, fn))
-        return arts[0], arts[1]
+        return self._stage("mitigate", f"{mit.name} ({role})", inputs, fn)
 
     def distill(self, student: StudentSpec, s_base: Artifact, data: Artifact, source: Source, dist: Spec, seed: int, role: str,
                 mit: Spec | None = None, direction: tuple[Source, Source] | None = None) -> Artifact:
@@ -423,7 +405,7 @@ class Runner:
         art = self._stage("residual", f"layer {layers[0]} of {source.label}", inputs, fn)
         return art if art.result.get("layer") is not None else None
 
-    def teacher_kl(self, base_src: Source, t_src: Source, filt: Artifact) -> dict[str, Any] | None:
+    def teacher_kl(self, base_src: Source, t_src: Source, filt: Artifact) -> Artifact | None:
         """KL(teacher || base) on the teacher's kept data, once per teacher dataset (open-weight teachers only)."""
         fam = self.exp.teacher_family
         if not getattr(fam, "steering_layers", None) or not getattr(fam, "open_weights", True) \
@@ -439,7 +421,7 @@ class Runner:
                 return {"kl_from_base": None}
             return kl_from_base(teacher, base, read_jsonl(filt.path / "kept.jsonl"), max_rows=256)
 
-        return self._stage("teacher_kl", f"teacher KL from base on {filt.result.get('n_kept')} kept", inputs, fn).result
+        return self._stage("teacher_kl", f"teacher KL from base on {filt.result.get('n_kept')} kept", inputs, fn)
 
     def budget(self, data: Artifact, n: int, seed: int, role: str) -> Artifact:
         """``n`` of the kept samples, drawn with the replicate's seed (order kept): equal training budgets."""
@@ -455,7 +437,7 @@ class Runner:
 
         return self._stage("budget", f"{n} of {data.result.get('n_kept')} {role} samples", inputs, fn)
 
-    def budgets(self, data: Artifact, control: Artifact, seed: int) -> tuple[Artifact, Artifact, dict[str, Any]]:
+    def budget_info(self, data: Artifact, control: Artifact) -> dict[str, Any]:
         """Teacher and control data cut to one size: the smaller kept count, or ``domain.budget``."""
         n_t, n_c = int(data.result["n_kept"]), int(control.result["n_kept"])
         n = min(n_t, n_c)
@@ -464,81 +446,117 @@ class Runner:
             info["short"] = n < self.exp.budget
             n = min(n, self.exp.budget)
         info["n_train"] = n
-        return self.budget(data, n, seed, "teacher"), self.budget(control, n, seed, "control"), info
+        return info
 
-    # -- the grid ----------------------------------------------------------------
+    # -- the plan's operations: one stage each, from the artifacts of the nodes it reads ----
+    def _family(self, name: str):
+        for fam in [self.exp.teacher_family, *(s.family for s in self.exp.students)]:
+            if fam.name == name:
+                return fam
+        from subbench.plugins import get_manager
+
+        return get_manager().get("families", name)
+
+    def _source(self, deps: dict[str, Artifact], kind: str, who: Any, prefix: str = "model") -> Source:
+        art = deps[prefix]
+        if kind == "base":
+            return self.base_source(self._family(who), art)
+        if kind == "teacher":
+            return self.teacher_source(self._family(who), deps[prefix + "_base"], art)
+        return self.student_source(self.exp.students[who], art)
+
+    def _direction(self, deps: dict[str, Artifact]) -> tuple[Source, Source] | None:
+        if "dir_teacher" not in deps:
+            return None
+        fam = self.exp.teacher_family
+        return (self.teacher_source(fam, deps["dir_base"], deps["dir_teacher"]), self.base_source(fam, deps["dir_base"]))
+
+    def _mit(self, mi: int | None) -> Spec | None:
+        return None if mi is None else self.exp.mitigations[mi]
+
+    def op_base(self, deps, *, family: str, seed: int, params: dict[str, Any]) -> Artifact:
+        return self.base(self._family(family), seed, params)
+
+    def op_inject(self, deps, *, grid: int, seed: int) -> Artifact:
+        return self.inject(self.exp.teacher_family, deps["base"], self.exp.grid[grid], seed)
+
+    def op_generate(self, deps, *, kind: str, who: Any, seed: int, mitigation: int | None) -> Artifact:
+        return self.generate(self._source(deps, kind, who), seed, self._mit(mitigation), self._direction(deps))
+
+    def op_filter(self, deps) -> Artifact:
+        return self.filter(deps["raw"])
+
+    def op_mitigate(self, deps, *, role: str, seed: int, mitigation: int) -> Artifact:
+        return self.mitigate_role(deps["data"], deps["control"], seed, self._mit(mitigation), role)
+
+    def op_budget(self, deps, *, role: str, seed: int) -> Artifact:
+        n = self.budget_info(deps["data"], deps["control"])["n_train"]
+        return self.budget(deps["data"] if role == "teacher" else deps["control"], n, seed, role)
+
+    def op_teacher_kl(self, deps) -> Artifact | None:
+        fam = self.exp.teacher_family
+        return self.teacher_kl(self.base_source(fam, deps["teacher_base"]),
+                               self.teacher_source(fam, deps["teacher_base"], deps["teacher"]), deps["data"])
+
+    def op_distill(self, deps, *, student: int, distillation: int, seed: int, role: str, mitigation: int | None,
+                   kind: str, who: Any) -> Artifact:
+        s = self.exp.students[student]
+        return self.distill(s, deps["student_base"], deps["data"], self._source(deps, kind, who),
+                            self.exp.distillations[distillation], seed, role, self._mit(mitigation), self._direction(deps))
+
+    def op_evaluate(self, deps, *, kind: str, who: Any) -> Artifact:
+        return self.evaluate(self._source(deps, kind, who))
+
+    def op_residual(self, deps, *, kind: str, who: Any, family: str) -> Artifact:
+        return self.residual(self._source(deps, kind, who), self._family(family))
+
+    # -- the run -------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
-        exp = self.exp
-        t_family = exp.teacher_family
-        self.prebuild_bases()
-        glabels = grid_labels(exp.grid)
-        dlabels = distillation_labels(exp.distillations)
-        mits = exp.mitigations
-        mlabels = mitigation_labels(mits)
-        cells = {(mi, gi, di, si): Cell(glabels[gi], g, d, dlabels[di], s, mitigation=m, mitigation_label=mlabels[mi])
-                 for mi, m in enumerate(mits) for gi, g in enumerate(exp.grid)
-                 for di, d in enumerate(exp.distillations) for si, s in enumerate(exp.students)}
-        if None in mits and len(mits) > 1:  # paired scoring: each mitigated cell against the same cell unmitigated
-            none_i = mits.index(None)
-            for (mi, gi, di, si), c in cells.items():
-                if mi != none_i:
-                    c.baseline = cells[(none_i, gi, di, si)]
-        for r in exp.seeds:
-            t_seed = exp.teacher_seed_for(r)
-            base_art = self.base(t_family, t_seed, exp.teacher_params)
-            base_src = self.base_source(t_family, base_art)
-            base_eval = self.evaluate(base_src)
-            for mi, mit in enumerate(mits):
-                self._replicate(cells, mi, mit, r, t_seed, base_art, base_src, base_eval)
-        self._models.clear()
-        return self.entries(list(cells.values()))
+        from subbench.executor import execute
+        from subbench.plan import build_plan
 
-    def _replicate(self, cells, mi: int, mit: Spec | None, r: int, t_seed: int, base_art: Artifact, base_src: Source,
-                   base_eval: Artifact) -> None:
-        """One replicate of every cell under mitigation ``mit`` (None: unmitigated)."""
-        exp = self.exp
-        t_family = exp.teacher_family
-        base_res = self.residual(base_src, t_family)
-        teachers = []
-        for g in exp.grid:
-            t_art = self.inject(t_family, base_art, g, r)
-            t_src = self.teacher_source(t_family, base_art, t_art)
-            pair = (t_src, base_src)
-            control_filter = self.filter(self.generate(base_src, r, mit, pair))
-            filt = self.filter(self.generate(t_src, r, mit, pair))
-            mdata, mcontrol = self.mitigate_pair(filt, control_filter, r, mit)
-            data, control_data, budget = self.budgets(mdata, mcontrol, r)
-            if mdata is not filt:
-                budget["mitigation"] = {"n_teacher_in": filt.result["n_kept"], "n_control_in": control_filter.result["n_kept"],
-                                        **({"info": mdata.result["info"]} if mdata.result.get("info") else {})}
-            teachers.append({"source": t_src, "eval": self.evaluate(t_src), "filter": filt, "data": data,
-                             "control_data": control_data, "budget": budget, "control_filter": control_filter, "pair": pair,
-                             "kl": self.teacher_kl(base_src, t_src, filt), "residual": self.residual(t_src, t_family),
-                             "inject": t_art.result})
-        for si, s in enumerate(exp.students):
-            s_seed = s.resolve_seed(t_seed)
-            s_base = self.base(s.family, s_seed, s.params)
-            for di, d in enumerate(exp.distillations):
-                for gi, t in enumerate(teachers):
-                    if d.component.fixed_point_on_self and s_base.key == base_art.key:
-                        control_fit = {"identical_to_teacher": True, "final_kl_to_teacher": 0.0,
-                                       "note": "same-init control of a fixed-point distiller: the base itself"}
-                        c_src = self.base_source(s.family, s_base)
-                    else:
-                        control = self.distill(s, s_base, t["control_data"], base_src, d, r, "control", mit, t["pair"])
-                        control_fit = control.result.get("fit")
-                        c_src = self.student_source(s, control)
-                    c_eval = self.evaluate(c_src)
-                    st = self.distill(s, s_base, t["data"], t["source"], d, r, "student", mit, t["pair"])
-                    st_src = self.student_source(s, st)
-                    cells[(mi, gi, di, si)].replicates.append(Replicate(
-                        seed=r, teacher_seed=t_seed, student_seed=s_seed, teacher_base=base_art, student_base=s_base,
-                        evals={"base": base_eval, "teacher": t["eval"], "control": c_eval, "student": self.evaluate(st_src)},
-                        teacher_filter=t["filter"], control_filter=t["control_filter"], data=t["data"],
-                        control_data=t["control_data"], student_fit=st.result.get("fit"), control_fit=control_fit,
-                        budget=t["budget"], teacher_kl=t["kl"], inject=t["inject"],
-                        residuals={"base": base_res, "teacher": t["residual"], "control": self.residual(c_src, s.family),
-                                   "student": self.residual(st_src, s.family)}))
+        plan = build_plan(self.exp)
+        arts = execute(self, plan)
+        self._models.clear()
+        return self.entries(self.cells(plan, arts))
+
+    def cells(self, plan, arts: dict[str, Artifact]) -> list[Cell]:
+        """The plan's cells filled with the artifacts of their nodes."""
+        cells: dict[tuple, Cell] = {}
+        for key, cp in plan.cells.items():
+            cell = cells[key] = Cell(cp.setting, cp.params, cp.distillation, cp.distillation_label, cp.student,
+                                     mitigation=cp.mitigation, mitigation_label=cp.mitigation_label)
+            for rp in cp.replicates:
+                a = {k: (arts[n.id] if n is not None else None) for k, n in rp.nodes.items()}
+                budget = self.budget_info(a["mdata"], a["mcontrol"])
+                if rp.nodes["mdata"] is not rp.nodes["teacher_filter"]:
+                    budget["mitigation"] = {"n_teacher_in": a["teacher_filter"].result["n_kept"],
+                                            "n_control_in": a["control_filter"].result["n_kept"],
+                                            **({"info": a["mdata"].result["info"]} if a["mdata"].result.get("info") else {})}
+                if rp.fixed_point_control:
+                    control_fit = {"identical_to_teacher": True, "final_kl_to_teacher": 0.0,
+                                   "note": "same-init control of a fixed-point distiller: the base itself"}
+                else:
+                    control_fit = a["control"].result.get("fit")
+                kl = a["teacher_kl"].result if a["teacher_kl"] is not None else None
+
+                def res(name: str) -> Artifact | None:
+                    art = a[name]
+                    return art if art is not None and art.result.get("layer") is not None else None
+
+                cell.replicates.append(Replicate(
+                    seed=rp.seed, teacher_seed=rp.teacher_seed, student_seed=rp.student_seed,
+                    teacher_base=a["teacher_base"], student_base=a["student_base"],
+                    evals={"base": a["eval_base"], "teacher": a["eval_teacher"], "control": a["eval_control"],
+                           "student": a["eval_student"]},
+                    teacher_filter=a["teacher_filter"], control_filter=a["control_filter"], data=a["data"],
+                    control_data=a["control_data"], student_fit=a["student"].result.get("fit"), control_fit=control_fit,
+                    budget=budget, teacher_kl=kl, inject=a["inject"].result,
+                    residuals={g: res("res_" + g) for g in ("base", "teacher", "control", "student")}))
+        for key, cp in plan.cells.items():
+            if cp.baseline is not None:
+                cells[key].baseline = cells[cp.baseline]
+        return list(cells.values())
 
     # -- entries -----------------------------------------------------------------
     def entries(self, cells: list[Cell]) -> list[dict[str, Any]]:
@@ -603,27 +621,11 @@ def build_base(family, seed: int, params: dict[str, Any], tmp: Path, ctx: Contex
     return result
 
 
-def _build_base_worker(family_name: str, seed: int, params: dict[str, Any], workdir: str, device: str, fresh: bool) -> bool:
-    """Runs in a worker process: build one base into the shared store. True when it ran."""
-    from subbench.errors import UnknownName
-    from subbench.plugins import get_manager
-
-    try:
-        family = get_manager().get("families", family_name)
-    except UnknownName:
-        return False  # an in-process plugin: the serial pass builds it
-    ctx = Context(workdir=Path(workdir), device=device, quiet=True)
-    ctx.setup_torch()
-    store = ArtifactStore(Path(workdir) / "artifacts", fresh=fresh, clean=False)
-    art = store.produce("base", base_inputs(family, seed, params), lambda tmp: build_base(family, seed, params, tmp, ctx))
-    return not art.cached
-
-
 def default_jobs() -> int:
-    """Worker processes for independent builds: $SUBBENCH_JOBS, else up to 2 (one per core)."""
+    """Worker processes for the plan's stages: $SUBBENCH_JOBS, else one per core."""
     from subbench.context import env_int
 
-    return env_int("SUBBENCH_JOBS", max(1, min(2, os.cpu_count() or 1)))
+    return env_int("SUBBENCH_JOBS", max(1, os.cpu_count() or 1))
 
 
 def _short(params: dict[str, Any]) -> str:

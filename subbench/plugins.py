@@ -66,6 +66,8 @@ class PluginInfo:
     error: str | None = None
     load_seconds: float = 0.0
     overrides: list[str] = field(default_factory=list)
+    #: loaded by name (built-in or an installed entry point), so a worker process loads it too
+    portable: bool = False
 
     def add_error(self, msg: str) -> None:
         self.error = msg if not self.error else f"{self.error}; {msg}"
@@ -133,7 +135,8 @@ class PluginManager:
     def _load_module(self, name: str, module: str, builtin: bool, version: str | None = None) -> None:
         from subbench import __version__
 
-        info = PluginInfo(name=name, module=module, version=version or (__version__ if builtin else None), builtin=builtin)
+        info = PluginInfo(name=name, module=module, version=version or (__version__ if builtin else None), builtin=builtin,
+                          portable=True)
         self.infos[name] = info
         started = time.perf_counter()
         try:
@@ -156,7 +159,7 @@ class PluginManager:
             if ep.name in disabled or (allow is not None and ep.name not in allow):
                 continue
             version = ep.dist.version if getattr(ep, "dist", None) is not None else None
-            info = PluginInfo(name=ep.name, module=ep.value, version=version, builtin=False)
+            info = PluginInfo(name=ep.name, module=ep.value, version=version, builtin=False, portable=True)
             self.infos[ep.name] = info
             started = time.perf_counter()
             try:

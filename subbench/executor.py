@@ -1,0 +1,318 @@
+"""Runs a plan's stage nodes as soon as their inputs exist: in process, on local workers, or on Ray.
+
+The parent process walks the graph. A node whose inputs exist is first *probed*: its
+artifact key is computed and looked up in the store, which touches no model; a cached
+node is done at once. A missing one is run in process (``--jobs 1``, the debugging path),
+or sent to a worker: a local process of a pool (``--jobs N``, one torch thread each) or a
+Ray task (``--executor ray``). A worker receives only picklable facts (the experiment's
+validated YAML, the workdir, the node's operation and arguments, and the store keys of its
+inputs), rebuilds its own runner once, produces the artifact into the shared store and
+returns its key. So the parent stays light (it never loads a model), and what a worker
+produces is exactly what the serial path would have: the same stage code, the same keys.
+
+Two producers of one key never both write it: the store takes a per-key ``flock``, the
+second waits and reuses. A worker that dies leaves a temp directory that the next start
+removes; Ray retries its task, a local run reports the failure and a re-run resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from subbench.errors import ConfigError, SubbenchError
+
+#: Relative weight of each stage for ordering ready nodes (longest remaining chain first) and
+#: for the critical path of ``--dry-run`` when no timing of a finished stage is known.
+STAGE_WEIGHT = {"base": 120.0, "inject": 15.0, "generate": 15.0, "distill": 25.0, "evaluate": 4.0, "sample": 4.0,
+                "teacher_kl": 3.0, "residual": 2.0}
+
+
+#: Stages that read and write a few JSONL files and load no model: the parent runs them itself,
+#: since a round trip to a worker would cost more than the stage.
+INLINE_STAGES = frozenset({"filter", "budget", "mitigate", "score"})
+
+
+def execute(runner, plan) -> dict[str, Any]:
+    """Every node of ``plan`` produced or found; node id -> artifact."""
+    jobs, kind = runner.jobs, runner.executor
+    if kind == "ray":
+        pool = RayPool(runner)
+    elif jobs > 1 and _portable(runner):
+        pool = ProcessPool(runner, jobs)
+    else:
+        if jobs > 1:
+            runner.ctx.log("[run] a component of this experiment was registered in this process only; "
+                           "running its stages in process (--jobs 1).")
+        return _serial(runner, plan)
+    try:
+        return _parallel(runner, plan, pool)
+    finally:
+        pool.close()
+
+
+def _serial(runner, plan) -> dict[str, Any]:
+    arts: dict[str, Any] = {}
+    for node in plan.order():
+        arts[node.id] = runner.call(node, arts)
+    return arts
+
+
+def _portable(runner) -> bool:
+    """True when a fresh process loads every component of the experiment (built-in or installed)."""
+    from subbench.plugins import get_manager
+
+    infos = get_manager().infos
+    exp = runner.exp
+    comps = [exp.teacher_family, exp.trait.component, exp.injector.component, exp.domain.component, exp.judge.component,
+             *(s.family for s in exp.students), *(d.component for d in exp.distillations),
+             *(m.component for m in exp.mitigations if m is not None)]
+    for c in comps:
+        info = infos.get(getattr(c, "plugin", None) or "")
+        if info is None or not info.portable:
+            return False
+    return True
+
+
+def priorities(plan) -> dict[str, float]:
+    """Each node's longest chain of work still ahead of it (itself included), by stage weight."""
+    below: dict[str, float] = {}
+    users: dict[str, list] = {n.id: [] for n in plan.order()}
+    for n in plan.order():
+        for d in n.all_deps():
+            users[d.id].append(n)
+    for n in reversed(plan.order()):
+        below[n.id] = STAGE_WEIGHT.get(n.stage, 1.0) + max((below[u.id] for u in users[n.id]), default=0.0)
+    return below
+
+
+def _parallel(runner, plan, pool) -> dict[str, Any]:
+    from subbench.pipeline import Missing
+
+    order = plan.order()
+    prio = priorities(plan)
+    arts: dict[str, Any] = {}
+    waiting = {n.id: n for n in order}
+    missing: dict[str, Any] = {}  # node id -> Missing (probed, not cached, not yet sent)
+    running: dict[Any, tuple] = {}  # handle -> (node, Missing, started)
+    keys_running: set[str] = set()
+    total, started_all = len(order), time.time()
+    log = runner.ctx.log
+
+    def status() -> str:
+        return f"{len(arts)}/{total} done, {len(running)} running, {len(waiting)} waiting"
+
+    while waiting or running:
+        progressed = False
+        ready = [n for n in waiting.values() if all(d.id in arts for d in n.all_deps())]
+        for node in sorted(ready, key=lambda n: -prio[n.id]):
+            if node.id not in missing:
+                try:
+                    arts[node.id] = runner.call(node, arts, probe=True)
+                    del waiting[node.id]
+                    progressed = True
+                    continue
+                except Missing as m:
+                    missing[node.id] = m
+            m = missing[node.id]
+            if m.stage in INLINE_STAGES and f"{m.stage}/{m.key}" not in keys_running:
+                arts[node.id] = runner.call(node, arts)
+                del waiting[node.id]
+                progressed = True
+                continue
+            if f"{m.stage}/{m.key}" in keys_running or len(running) >= pool.slots:
+                continue  # the same key is being produced, or every worker is busy
+            handle = pool.submit(node, {name: (arts[d.id].stage, arts[d.id].key) for name, d in node.deps.items()})
+            running[handle] = (node, m, time.time())
+            keys_running.add(f"{m.stage}/{m.key}")
+            del waiting[node.id]
+            log(f"[{m.stage}] {m.label} ... ({status()})")
+        if progressed:
+            continue
+        if not running:
+            if waiting:  # nothing ready and nothing running: a cycle, which build_plan never makes
+                raise SubbenchError(f"The plan is stuck with {len(waiting)} nodes waiting; this is a bug, please report it.")
+            break
+        for handle, outcome in pool.wait(list(running)):
+            node, m, t0 = running.pop(handle)
+            keys_running.discard(f"{m.stage}/{m.key}")
+            if isinstance(outcome, BaseException):
+                for other in list(running):
+                    pool.cancel(other)
+                raise outcome
+            if outcome.get("ran"):
+                runner.store.mark_refreshed(m.stage, m.key)
+                runner.stats["run"] += 1
+            else:
+                runner.stats["cached"] += 1
+            arts[node.id] = runner.store.open(m.stage, m.key)
+            runner.timeline.append({"stage": m.stage, "label": m.label, "start": round(t0 - started_all, 2),
+                                    "end": round(time.time() - started_all, 2), "worker": outcome.get("worker"),
+                                    "ran": bool(outcome.get("ran"))})
+            log(f"[{m.stage}] {m.label} done in {time.time() - t0:.1f}s ({status()})")
+    return arts
+
+
+# -- what a worker runs ------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def run_node(payload: dict[str, Any]) -> dict[str, Any]:
+    """In a worker: produce one node into the shared store; its key and whether it ran."""
+    from subbench.config import validate
+    from subbench.pipeline import Runner
+
+    ident = (payload["where"], payload["config_hash"], payload["workdir"], payload["device"], payload["fresh"])
+    runner = _WORKER.get("runner") if _WORKER.get("ident") == ident else None
+    if runner is None:
+        from subbench.context import env_threads
+
+        os.environ.setdefault("SUBBENCH_THREADS", str(env_threads()))
+        exp = validate(payload["raw"], payload["where"])
+        runner = Runner(exp, workdir=Path(payload["workdir"]), out=Path(payload["workdir"]) / "out",
+                        device=payload["device"], quiet=True, fresh=payload["fresh"], worker=True)
+        _WORKER.update(ident=ident, runner=runner)
+    deps = {name: runner.store.open(stage, key) for name, (stage, key) in payload["deps"].items()}
+    before = runner.stats["run"]
+    art = getattr(runner, payload["op"])(deps, **payload["args"])
+    return {"stage": art.stage, "key": art.key, "ran": runner.stats["run"] > before, "worker": os.getpid()}
+
+
+def _payload(runner, node, deps: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    exp = runner.exp
+    if exp.raw is None:
+        raise SubbenchError("This experiment was built in process (no YAML); run it with --jobs 1.")
+    return {"raw": exp.raw, "where": exp.where, "config_hash": exp.config_hash, "workdir": str(runner.workdir),
+            "device": runner.ctx.device, "fresh": runner.store.fresh, "op": node.op, "args": node.args, "deps": deps}
+
+
+class ProcessPool:
+    """Local worker processes (spawned: a fresh interpreter, one torch thread each)."""
+
+    def __init__(self, runner, jobs: int):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.runner, self.slots = runner, jobs
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+
+    def submit(self, node, deps):
+        return self.pool.submit(run_node, _payload(self.runner, node, deps))
+
+    def wait(self, handles):
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        done, _ = wait(handles, return_when=FIRST_COMPLETED)
+        out = []
+        for h in done:
+            exc = h.exception()
+            out.append((h, _worker_error(exc) if exc is not None else h.result()))
+        return out
+
+    def cancel(self, handle) -> None:
+        handle.cancel()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_error(exc: BaseException) -> BaseException:
+    from concurrent.futures.process import BrokenProcessPool
+
+    if isinstance(exc, BrokenProcessPool):
+        return SubbenchError("A worker process died (killed, or out of memory); run the same command again to resume "
+                             "from the finished stages.")
+    return exc
+
+
+class RayPool:
+    """Ray tasks on a cluster (``--address``) or a local one; resources per stage from the components."""
+
+    def __init__(self, runner):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--executor ray needs Ray: pip install 'subbench[ray]' (or pip install ray).") from None
+        self.ray, self.runner = ray, runner
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
+                                      "include_dashboard": False}
+            if runner.address:
+                kwargs["address"] = runner.address
+            else:
+                kwargs["num_cpus"] = runner.jobs
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise SubbenchError(f"Could not connect to the Ray cluster at {runner.address or 'a new local one'}: "
+                                    f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
+            self._owns = not runner.address
+        else:
+            self._owns = False
+        self.slots = max(1, int(ray.cluster_resources().get("CPU", runner.jobs)))
+        self.remote = ray.remote(max_retries=3, retry_exceptions=False)(run_node)
+
+    def submit(self, node, deps):
+        res = stage_resources(self.runner, node)
+        return self.remote.options(**res).remote(_payload(self.runner, node, deps))
+
+    def wait(self, handles):
+        ready, _ = self.ray.wait(handles, num_returns=1)
+        out = []
+        for h in ready:
+            try:
+                out.append((h, self.ray.get(h)))
+            except Exception as exc:  # a task error: the original exception when Ray kept it
+                cause = getattr(exc, "cause", None)
+                out.append((h, cause if isinstance(cause, BaseException) else SubbenchError(str(exc).splitlines()[-1])))
+        return out
+
+    def cancel(self, handle) -> None:
+        try:
+            self.ray.cancel(handle)
+        except Exception:  # pragma: no cover - already finished
+            pass
+
+    def close(self) -> None:
+        if self._owns:
+            self.ray.shutdown()
+
+
+def stage_resources(runner, node) -> dict[str, Any]:
+    """Ray resources for one node: what its components declare (``resources``), else one CPU.
+
+    A stage that loads a model on ``--device cuda`` asks for a GPU.
+    """
+    cpus, gpus, mem = 1.0, 0.0, None
+    comp = _stage_component(runner, node)
+    declared = getattr(comp, "resources", None)
+    if callable(declared):
+        try:
+            got = declared(node.stage, node.args) or {}
+        except Exception:  # a component's estimate never breaks the run
+            got = {}
+        cpus = float(got.get("cpus", cpus))
+        gpus = float(got.get("gpus", gpus))
+        mem = got.get("memory_gb", mem)
+    if runner.ctx.device == "cuda" and node.stage not in ("filter", "budget", "mitigate") and gpus == 0:
+        gpus = 1.0
+    out: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus}
+    if mem:
+        out["memory"] = int(float(mem) * 2**30)
+    return out
+
+
+def _stage_component(runner, node):
+    exp = runner.exp
+    if node.stage == "base":
+        return runner._family(node.args["family"])
+    if node.stage == "distill":
+        return exp.distillations[node.args["distillation"]].component
+    if node.stage == "inject":
+        return exp.injector.component
+    if node.stage == "generate":
+        return exp.domain.component
+    return exp.trait.component
+
