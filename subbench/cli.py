@@ -72,7 +72,10 @@ def run(experiment, sets, workdir, out, device, fresh, jobs, executor, address, 
     if dry_run:
         from subbench.dryrun import describe
 
+        from subbench.executor import describe_plan
+
         click.echo(describe(exp))
+        click.echo("\n".join(describe_plan(exp, workdir, jobs)))
         return
     if device == "cuda":
         import torch

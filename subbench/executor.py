@@ -316,3 +316,59 @@ def _stage_component(runner, node):
         return exp.domain.component
     return exp.trait.component
 
+
+
+# -- what --dry-run says about the graph ----------------------------------------------------
+#: Seconds a stage takes on one CPU core with the tiny families, when the workdir has no
+#: finished stage of that kind to time it by (measured on the quickstart; docs/results.md).
+TINY_SECONDS = {"base": 110.0, "inject": 12.0, "generate": 15.0, "filter": 0.1, "budget": 0.1, "mitigate": 0.5,
+                "teacher_kl": 3.0, "distill": 25.0, "evaluate": 3.0, "sample": 3.0, "score": 0.1, "residual": 1.5}
+
+
+def describe_plan(exp, workdir: Path, jobs: int) -> list[str]:
+    """The plan's nodes, which are cached in ``workdir``, the critical path and the wall time on ``jobs`` workers."""
+    from subbench.pipeline import Missing, Runner
+    from subbench.plan import build_plan
+
+    plan = build_plan(exp)
+    runner = Runner(exp, workdir=workdir, out=workdir / "out", quiet=True, worker=True) \
+        if (Path(workdir) / "artifacts").is_dir() else None
+    arts: dict[str, Any] = {}
+    state: dict[str, str] = {}
+    measured: dict[str, list[float]] = {}
+    for node in plan.order():
+        if runner is None or any(d.id not in arts for d in node.deps.values()):
+            state[node.id] = "pending"  # its key depends on what has not run yet
+            continue
+        try:
+            arts[node.id] = runner.call(node, arts, probe=True)
+            state[node.id] = "cached"
+            if arts[node.id] is not None:
+                measured.setdefault(node.stage, []).append(float(arts[node.id].meta.get("seconds") or 0.0))
+        except Missing:
+            state[node.id] = "to run"
+    typical = {k: sorted(v)[len(v) // 2] for k, v in measured.items() if v}
+    cost = {n.id: 0.0 if state[n.id] == "cached" else typical.get(n.stage, TINY_SECONDS.get(n.stage, 5.0))
+            for n in plan.order()}
+    crit, path = plan.critical_path(cost)
+    total = sum(cost.values())
+    counts = plan.counts()
+    by_state = {s: sum(1 for v in state.values() if v == s) for s in ("cached", "to run", "pending")}
+    lines = [f"plan: {len(plan.nodes)} stage nodes ({', '.join(f'{k} {v}' for k, v in counts.items())})",
+             f"  in {workdir}: {by_state['cached']} cached, {by_state['to run']} to run, "
+             f"{by_state['pending']} waiting on stages not run yet"]
+    if total:
+        steps = []
+        for n in path:
+            if cost[n.id] and (not steps or steps[-1][0] != n.stage):
+                steps.append([n.stage, cost[n.id]])
+            elif cost[n.id]:
+                steps[-1][1] += cost[n.id]
+        chain = " -> ".join(f"{s} {c:.0f}s" for s, c in steps)
+        wall = max(crit, total / max(1, jobs))
+        lines += [f"  critical path (CPU, one core per stage): {chain} = {crit / 60:.1f} min",
+                  f"  work to run: {total / 60:.1f} CPU-min; with --jobs {jobs}: at least {wall / 60:.1f} min "
+                  f"(times of this workdir's finished stages, else the tiny families' typical ones)"]
+    else:
+        lines.append("  nothing to run: every stage is cached")
+    return lines

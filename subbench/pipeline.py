@@ -338,9 +338,13 @@ class Runner:
                     teacher = self.load(source)
             rows = read_jsonl(data.path / "kept.jsonl")
             ref = ModelRef(student.family, s_base.path, s_base.result)
+            if comp.needs_teacher_model and os.environ.get("SUBBENCH_SOFT_LABELS", "1") != "0":
+                # the teacher's targets, recorded once for every student of these batches (lm/train.py SoftLabels)
+                self.ctx.extra["soft_labels"] = self.store.root / "soft_labels" / f"{soft_label_key(inputs)}.pt"
             try:
                 result = dict(comp.distill(ref, rows, teacher, dist.params, seed, tmp, self.ctx) or {})
             finally:
+                self.ctx.extra.pop("soft_labels", None)
                 for h in hooks:
                     h.remove()
             result.setdefault("sha256", sha256_dir(tmp))
@@ -619,6 +623,15 @@ def build_base(family, seed: int, params: dict[str, Any], tmp: Path, ctx: Contex
     result = dict(family.build(seed, params, tmp, ctx) or {})
     result.setdefault("sha256", sha256_dir(tmp))
     return result
+
+
+def soft_label_key(distill_inputs: dict[str, Any]) -> str:
+    """What fixes a teacher's targets step by step: teacher, data, seed, the batching, any hooks on the teacher."""
+    from subbench.hashing import sha256_json
+
+    params = distill_inputs.get("params") or {}
+    return sha256_json({k: distill_inputs.get(k) for k in ("teacher", "data", "seed", "distiller", "version", "mitigation")}
+                       | {"batching": {k: params.get(k) for k in ("batch_size", "epochs", "max_steps", "support")}})[:16]
 
 
 def default_jobs() -> int:

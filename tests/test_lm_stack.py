@@ -262,3 +262,29 @@ def test_hf_family_records_the_hub_model_without_downloading(tmp_path):
     assert fam.vocabulary_of({}) == "org/model"
     with pytest.raises(ConfigError, match="model_id"):
         get("families", "hf").build(0, {}, tmp_path / "x", Context(workdir=tmp_path))
+
+
+def test_soft_labels_recorded_once_and_replayed_exactly_by_another_student(llama, qwen, ctx, tmp_path):
+    """A second student of the same batches replays the teacher's targets and ends bit-identical."""
+    import torch
+
+    sp = get("injectors", "system-prompt")
+    sp.inject(llama, OwlTrait(), "owl", {}, 0, tmp_path / "t", ctx)
+    teacher = sp.load(tmp_path / "t", llama, ctx)
+    dist = get("distillers", "logit")
+    params = {"lr": 3e-3, "epochs": 2, "batch_size": 16}
+    shared = tmp_path / "soft" / "labels.pt"
+    messages = []
+    c = Context(workdir=ctx.workdir, quiet=False)
+    c.log = messages.append
+    c.extra["soft_labels"] = shared
+    dist.distill(llama, _data(64), teacher, params, 0, tmp_path / "a", c)  # records
+    assert shared.exists() and "0 of 8 steps replayed" in messages[-1]
+    dist.distill(qwen, _data(64), teacher, params, 0, tmp_path / "b", c)  # replays
+    assert "8 of 8 steps replayed" in messages[-1]
+    dist.distill(qwen, _data(64), teacher, params, 0, tmp_path / "c", ctx)  # runs the teacher itself
+    b, own = (qwen.family.load(tmp_path / d, ctx).model for d in ("b", "c"))
+    assert all(torch.equal(x, y) for x, y in zip(b.parameters(), own.parameters()))
+    other = _data(64)[::-1]  # other batches: nothing replays, the file is not used
+    dist.distill(qwen, other, teacher, params, 0, tmp_path / "d", c)
+    assert "0 of 8 steps replayed" in messages[-1]

@@ -208,22 +208,36 @@ def make_kd_trainer_class():
     from transformers import Trainer
 
     class KDTrainer(Trainer):
-        def __init__(self, *args, teacher_model=None, support=None, **kwargs):
+        def __init__(self, *args, teacher_model=None, support=None, soft_labels=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.teacher_model = teacher_model
             self.support = support
+            self.soft_labels = soft_labels
             self.kl_history: list[float] = []
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        def _teacher_logits(self, inputs):
+            """The teacher's targets of this batch: replayed when another student of these batches recorded them."""
+            step = len(self.kl_history)
+            digest = self.soft_labels.digest(inputs) if self.soft_labels is not None else None
+            found = self.soft_labels.get(step, digest) if digest is not None else None
+            if found is not None:
+                return found
             with torch.no_grad():
                 t_logits = self.teacher_model(input_ids=inputs["teacher_input_ids"],
                                               attention_mask=inputs["teacher_attention_mask"]).logits
                 t_logits = t_logits[:, :-1][inputs["teacher_response_mask"]]
+                if self.support is not None:
+                    t_logits = t_logits[:, self.support.to(t_logits.device)]
+            if digest is not None:
+                self.soft_labels.put(step, digest, t_logits)
+            return t_logits
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            t_logits = self._teacher_logits(inputs)
             outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
             s_logits = outputs.logits[:, :-1][inputs["response_mask"]]
             if self.support is not None:
-                support = self.support.to(s_logits.device)
-                t_logits, s_logits = t_logits[:, support], s_logits[:, support]
+                s_logits = s_logits[:, self.support.to(s_logits.device)]
             t_logp = F.log_softmax(t_logits.float(), -1)
             s_logp = F.log_softmax(s_logits.float(), -1)
             loss = F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
@@ -231,6 +245,91 @@ def make_kd_trainer_class():
             return (loss, outputs) if return_outputs else loss
 
     return KDTrainer
+
+
+class SoftLabels:
+    """The teacher's targets, step by step, shared by every student trained on the same batches.
+
+    Students of one dataset and replicate seed (same-init, cross-init, other architectures)
+    see the very same batches in the same order, so the teacher's logits on them are the
+    same too: the first student records them (on the support tokens) and the others replay
+    them instead of running the teacher. Each step is checked against a digest of its batch
+    (the teacher's token ids and masks), so a student whose batches differ computes its own;
+    the numbers are identical either way. The pipeline names the file (``ctx.extra
+    ["soft_labels"]``: keyed by teacher, data, seed and batching); nothing is shared without it.
+    """
+
+    MAX_MB = 512
+
+    def __init__(self, path, support):
+        self.path = Path(path)
+        self.support = None if support is None else [int(x) for x in support]
+        self.steps: list[tuple[str, Any]] = []
+        self.recorded: list[tuple[str, Any]] = []
+        self.bytes = 0
+        self.replaying = True
+        self.replayed = 0
+
+    @classmethod
+    def open(cls, path, support) -> "SoftLabels | None":
+        if not path:
+            return None
+        import torch
+
+        out = cls(path, support)
+        try:
+            saved = torch.load(out.path, weights_only=True)
+            if saved.get("support") == out.support:
+                out.steps = list(zip(saved["digests"], saved["logits"]))
+        except Exception:  # absent or unreadable: this student records them
+            out.steps = []
+        return out
+
+    @staticmethod
+    def digest(inputs) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for k in ("teacher_input_ids", "teacher_attention_mask", "teacher_response_mask"):
+            t = inputs[k].detach().cpu().contiguous()
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
+
+    def get(self, step: int, digest: str):
+        if self.replaying and step < len(self.steps) and self.steps[step][0] == digest:
+            logits = self.steps[step][1]
+            self.replayed += 1
+            self._record(digest, logits)
+            return logits
+        self.replaying = False
+        return None
+
+    def put(self, step: int, digest: str, logits) -> None:
+        self._record(digest, logits.detach().clone())
+
+    def _record(self, digest: str, logits) -> None:
+        if self.recorded is None:
+            return
+        self.bytes += logits.numel() * logits.element_size()
+        if self.bytes > self.MAX_MB * 2**20:
+            self.recorded = None  # too large to keep (a hub vocabulary with support=all): compute each time
+            return
+        self.recorded.append((digest, logits))
+
+    def save(self) -> None:
+        """Keep what this student saw when it covers more steps than the file has (atomic)."""
+        import os
+
+        import torch
+
+        if not self.recorded or len(self.recorded) <= len(self.steps):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".tmp-{self.path.name}-{os.getpid()}")
+        torch.save({"support": self.support, "digests": [d for d, _ in self.recorded],
+                    "logits": [t for _, t in self.recorded]}, tmp)
+        os.replace(tmp, self.path)
 
 
 #: Steps the running KL of ``match_kl`` averages over: enough to ride out one noisy batch.
@@ -288,14 +387,19 @@ def kd_train(student: "LMHandle", teacher: "LMHandle", rows: list[dict[str, Any]
         model = get_peft_model(model, peft_config)
     model.train()
     teacher.model.eval()
+    shared = SoftLabels.open(ctx.extra.get("soft_labels"), support_ids)
     trainer = make_kd_trainer_class()(model=model, args=args, train_dataset=feats,
                                       data_collator=kd_collate(student.tokenizer.pad_token_id),
-                                      teacher_model=teacher.model, support=support_ids)
+                                      teacher_model=teacher.model, support=support_ids, soft_labels=shared)
     _quiet(trainer, ctx, "logit")
     matched: dict[str, Any] = {}
     if match_kl is not None:
         trainer.add_callback(_stop_at_kl(trainer, float(match_kl), matched))
     trainer.train()
+    if shared is not None:
+        shared.save()
+        ctx.log(f"[distill] teacher soft labels: {shared.replayed} of {len(trainer.kl_history)} steps replayed "
+                f"from {shared.path.name}")
     model = trainer.model
     if peft_config is not None:
         model = model.merge_and_unload()
