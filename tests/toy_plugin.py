@@ -46,6 +46,7 @@ class ToyFamily(Family):
     description = "A model that is one number."
     defaults = {"bias": 0.0}
     vocabulary = "toy"
+    requires = frozenset()  # torch-free: the runner never sets torch up (nor imports it)
 
     def build(self, seed, params, out, ctx):
         _write(out, {"family": self.name, "init": seed, "bias": float(params["bias"])})
