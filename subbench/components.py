@@ -273,6 +273,21 @@ def _flag(attr: str):
     return property(get, doc=f"True when ``{cap}`` is in ``{which}`` (read-only alias kept for older plugins).")
 
 
+def declares(comp: Any, which: str, capability: str) -> bool:
+    """Whether ``comp`` has ``capability`` in its ``requires`` or ``provides``.
+
+    An object that is no :class:`Component` (a duck-typed stand-in) is read through the old
+    boolean attributes, with the defaults they had (open weights unless told otherwise).
+    """
+    declared = getattr(comp, which, None)
+    if isinstance(declared, (set, frozenset, tuple, list)):
+        return capability in declared
+    for attr, (w, cap) in LEGACY_FLAGS.items():
+        if w == which and cap == capability and hasattr(comp, attr):
+            return bool(getattr(comp, attr))
+    return which == "provides" and capability == OPEN_WEIGHTS
+
+
 #: The figures every cost estimate may hold (missing ones count 0); docs/plugins.md.
 COST_FIELDS = ("gpu_hours", "cpu_seconds", "gpu_mem_gb")
 #: Assumed accelerator: bf16 dense peak of an A100 (an H100 is ~3x faster), and the share of

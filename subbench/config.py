@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from subbench.components import OPEN_WEIGHTS, SEED_MAX, VOCABULARY, Param, ParamError, allow_large, show
+from subbench.components import OPEN_WEIGHTS, SEED_MAX, VOCABULARY, Param, ParamError, allow_large, declares, show
 from subbench.errors import ConfigError, SubbenchError
 from subbench.hashing import sha256_json
 
@@ -466,8 +466,8 @@ def _check_mitigations(v, mitigations: list, distillations: list, t_family) -> N
         if point not in MITIGATION_POINTS:
             v.fail(f"{where}.name", f"mitigation '{m.name}' declares point {point!r}; a plugin must use one of "
                    f"{', '.join(MITIGATION_POINTS)}.")
-        needs = point == "activations" or _has(m.component, "requires", OPEN_WEIGHTS)
-        if needs and not _has(t_family, "provides", OPEN_WEIGHTS):
+        needs = point == "activations" or declares(m.component, "requires", OPEN_WEIGHTS)
+        if needs and not declares(t_family, "provides", OPEN_WEIGHTS):
             v.fail(f"{where}.name", f"mitigation '{m.name}' needs the teacher's weights or logits, but family "
                    f"'{t_family.name}' is text-only; use a data or training defence.")
         if point == "training":
@@ -630,7 +630,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
             v.fail(label, f"'{comp.name}' works on {comp.modality} models, but teacher family '{t_family.name}' is {modality}.")
 
     check_students_and_domain(v, t_family, domain, students)
-    if _has(injector, "requires", OPEN_WEIGHTS) and not _has(t_family, "provides", OPEN_WEIGHTS):
+    if declares(injector, "requires", OPEN_WEIGHTS) and not declares(t_family, "provides", OPEN_WEIGHTS):
         v.fail("injector.name", f"'{injector.name}' needs the teacher's weights, but family '{t_family.name}' is "
                "text-only (an API endpoint); use the system-prompt injector or an open-weight family.")
 
@@ -784,9 +784,6 @@ def check_students_and_domain(v: "_Validator", t_family: Any, domain: Spec, stud
     v.check(getattr(domain.component, "check_teacher", None), "domain.params", t_family, domain.params)
 
 
-def _has(comp: Any, which: str, capability: str) -> bool:
-    """Whether ``comp`` declares ``capability`` in ``requires`` or ``provides`` (components.py)."""
-    return capability in (getattr(comp, which, None) or ())
 
 
 def capability_gap(distiller: Any, teacher: tuple[Any, dict], student: tuple[Any, dict], injector: Any,
@@ -800,10 +797,10 @@ def capability_gap(distiller: Any, teacher: tuple[Any, dict], student: tuple[Any
     name = distiller.name
     if OPEN_WEIGHTS in requires:
         for fam, _ in (teacher, student):
-            if not _has(fam, "provides", OPEN_WEIGHTS):
+            if not declares(fam, "provides", OPEN_WEIGHTS):
                 return (f"distiller '{name}' requires open weights, but family '{fam.name}' is text-only; "
                         "use a distiller that does not (sft).")
-        if not _has(injector, "provides", OPEN_WEIGHTS):
+        if not declares(injector, "provides", OPEN_WEIGHTS):
             return (f"distiller '{name}' requires open weights, but injector '{injector.name}' makes a text-only "
                     "teacher; use another injector or distiller.")
     if VOCABULARY in requires:
@@ -813,7 +810,7 @@ def capability_gap(distiller: Any, teacher: tuple[Any, dict], student: tuple[Any
                     f"uses {vt or 'an unknown one'} and {student[0].name} uses {vs or 'an unknown one'}; "
                     "pick students of the teacher's vocabulary or another distiller.")
     kinds = sorted(c for c in requires if c.startswith("records:"))
-    missing = [c for c in kinds if not _has(domain, "provides", c)]
+    missing = [c for c in kinds if not declares(domain, "provides", c)]
     if missing:
         wanted = ", ".join(c.split(":", 1)[1] for c in missing)
         return (f"distiller '{name}' trains on {wanted} records, which domain '{domain.name}' does not write; "

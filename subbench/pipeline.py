@@ -83,7 +83,7 @@ class Runner:
             from subbench.components import TORCH
 
             families = [self.exp.teacher_family, *(s.family for s in self.exp.students)]
-            if any(TORCH in f.requires for f in families):
+            if any(TORCH in getattr(f, "requires", {TORCH}) for f in families):
                 self.ctx.setup_torch()
             self._torch_ready = True
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
 from subbench.components import (FIXED_POINT_ON_SELF, OPEN_WEIGHTS, TEACHER_MODEL, VOCABULARY, Distiller, Injector,
-                                 ModelRef, Param, cost_estimate, flop_hours)
+                                 ModelRef, Param, cost_estimate, declares, flop_hours)
 from subbench.errors import SubbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,11 +122,11 @@ class LogitDistiller(Distiller):
 
     def check(self, teacher: ModelRef, student: ModelRef, injector: Injector) -> None:
         for ref in (teacher, student):
-            if OPEN_WEIGHTS not in ref.family.provides:
+            if not declares(ref.family, "provides", OPEN_WEIGHTS):
                 raise SubbenchError(
                     f"Logit distillation needs the teacher's and student's logits, but family '{ref.family.name}' is "
                     "text-only (an API endpoint); use distiller sft.")
-        if OPEN_WEIGHTS not in injector.provides:
+        if not declares(injector, "provides", OPEN_WEIGHTS):
             raise SubbenchError(
                 f"Logit distillation needs the teacher's logits, but injector '{injector.name}' is not open-weight; use distiller sft.")
         vt, vs = _vocabulary(teacher), _vocabulary(student)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
 from subbench.components import (FIXED_POINT_ON_SELF, OPEN_WEIGHTS, TEACHER_MODEL, Distiller, Domain, Family, Injector,
-                                 Judge, ModelRef, Param, ParamError, Trait, record_kind)
+                                 Judge, ModelRef, Param, ParamError, Trait, declares, record_kind)
 from subbench.errors import ConfigError, SubbenchError
 from subbench.mlp import read_config
 
@@ -168,7 +168,7 @@ class AuxLogitDistiller(Distiller):
             raise ParamError("max_steps", f"must be ≥ steps ({params['steps']}), got {params['max_steps']}.")
 
     def check(self, teacher: ModelRef, student: ModelRef, injector: Injector) -> None:
-        if OPEN_WEIGHTS not in injector.provides:
+        if not declares(injector, "provides", OPEN_WEIGHTS):
             raise SubbenchError(f"Distiller '{self.name}' reads the teacher's logits; injector '{injector.name}' has no open weights.")
         m_teacher, m_student = _aux_count(teacher), _aux_count(student)
         if None not in (m_teacher, m_student) and m_teacher != m_student:

@@ -19,7 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
-from subbench.components import OPEN_WEIGHTS, PROMPT_TOKENS, Domain, Param, ParamError
+from subbench.components import OPEN_WEIGHTS, PROMPT_TOKENS, Domain, Param, ParamError, declares
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
@@ -130,7 +130,7 @@ class NumbersDomain(Domain):
 
     def check_teacher(self, family, params: dict[str, Any]) -> None:
         """Constrained decoding masks the teacher's logits, which a text-only endpoint does not expose."""
-        if self.resolve_params(params).get("constrain") and OPEN_WEIGHTS not in family.provides:
+        if self.resolve_params(params).get("constrain") and not declares(family, "provides", OPEN_WEIGHTS):
             from subbench.errors import ConfigError
 
             raise ConfigError(f"constrain: true needs the teacher's logits, but family '{family.name}' is text-only "
