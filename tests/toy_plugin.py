@@ -1,4 +1,4 @@
-"""A torch-free toy modality that runs the real pipeline in seconds (mostly its torch set-up).
+"""A torch-free toy modality that runs the real pipeline in seconds, never importing torch.
 
 A toy "model" is a JSON file holding its initialisation seed and a bias. The injector
 shifts the bias by ``strength``; the domain's outputs carry the bias only as numbers; the
