@@ -231,6 +231,90 @@ def defaults_of(parameters: dict[str, Param]) -> dict[str, Any]:
     return {name: copy.deepcopy(p.default) for name, p in parameters.items()}
 
 
+#: Capability names (docs/plugins.md, "Capabilities"). A component declares what it
+#: ``requires`` and what it ``provides``; validation matches them before any stage runs.
+#: Weights and logits are reachable: a family or the teacher an injector makes provides it;
+#: an injector that changes the weights, a logit distiller or an activation defence requires it.
+OPEN_WEIGHTS = "open-weights"
+#: A distiller that requires it is handed the loaded teacher (or the control's base).
+TEACHER_MODEL = "teacher-model"
+#: Teacher and student must share a vocabulary (``Family.vocabulary_of``).
+VOCABULARY = "vocabulary"
+#: A distiller that provides it leaves a model distilled toward itself unchanged (a KL to
+#: its own outputs has zero gradient); the runner then uses the base as the same-init control.
+FIXED_POINT_ON_SELF = "fixed-point-on-self"
+#: A family that requires it gets the torch set-up (threads, denormals, deterministic kernels)
+#: before its models load; torch-free families leave it out and torch is never imported.
+TORCH = "torch"
+
+
+def record_kind(kind: str) -> str:
+    """The capability a record kind stands for: a domain provides ``record_kind("chat")``, a distiller requires it."""
+    return f"records:{kind}"
+
+
+#: Old boolean attributes -> (declaration set, capability). Read-only aliases of the sets for
+#: plugins written before them; a class body that still assigns one is folded into the set.
+LEGACY_FLAGS: dict[str, tuple[str, str]] = {
+    "open_weights": ("provides", OPEN_WEIGHTS),
+    "needs_weights": ("requires", OPEN_WEIGHTS),
+    "needs_open_weights": ("requires", OPEN_WEIGHTS),
+    "needs_teacher_model": ("requires", TEACHER_MODEL),
+    "fixed_point_on_self": ("provides", FIXED_POINT_ON_SELF),
+}
+
+
+def _flag(attr: str):
+    which, cap = LEGACY_FLAGS[attr]
+
+    def get(self) -> bool:
+        return cap in getattr(self, which)
+
+    return property(get, doc=f"True when ``{cap}`` is in ``{which}`` (read-only alias kept for older plugins).")
+
+
+def declares(comp: Any, which: str, capability: str) -> bool:
+    """Whether ``comp`` has ``capability`` in its ``requires`` or ``provides``.
+
+    An object that is no :class:`Component` (a duck-typed stand-in) is read through the old
+    boolean attributes, with the defaults they had (open weights unless told otherwise).
+    """
+    declared = getattr(comp, which, None)
+    if isinstance(declared, (set, frozenset, tuple, list)):
+        return capability in declared
+    for attr, (w, cap) in LEGACY_FLAGS.items():
+        if w == which and cap == capability and hasattr(comp, attr):
+            return bool(getattr(comp, attr))
+    return which == "provides" and capability == OPEN_WEIGHTS
+
+
+#: The figures every cost estimate may hold (missing ones count 0); docs/plugins.md.
+COST_FIELDS = ("gpu_hours", "cpu_seconds", "gpu_mem_gb")
+#: Assumed accelerator: bf16 dense peak of an A100 (an H100 is ~3x faster), and the share of
+#: it each kind of work reaches with plain transformers (sampling is memory-bound).
+PEAK_TFLOPS = 312.0
+MFU = {"train": 0.35, "generate": 0.10}
+#: Tokens of a chat-templated prompt, and of a response when a component says nothing.
+PROMPT_TOKENS = 60
+RESPONSE_TOKENS = 100
+#: Trait evaluation samples when a trait says nothing (the paper grids: 50 prompts x 100 samples).
+EVAL_SAMPLES = 5000
+
+
+def flop_hours(flops: float, kind: str) -> float:
+    """GPU hours that ``flops`` of ``kind`` work ("train" or "generate") take on the assumed accelerator."""
+    return flops / (PEAK_TFLOPS * 1e12 * MFU[kind]) / 3600.0
+
+
+def cost_estimate(gpu_hours: float = 0.0, cpu_seconds: float = 0.0, gpu_mem_gb: float = 0.0) -> dict[str, float]:
+    """A cost estimate as components return it."""
+    return {"gpu_hours": gpu_hours, "cpu_seconds": cpu_seconds, "gpu_mem_gb": gpu_mem_gb}
+
+
+#: What a stage asks of a worker when its components say nothing (a Ray executor reads these).
+DEFAULT_RESOURCES = {"cpus": 1, "gpus": 0, "memory_gb": 2.0}
+
+
 class Component:
     """Common shape of all registered things."""
 
@@ -244,6 +328,12 @@ class Component:
     defaults: ClassVar[dict[str, Any]] = {}
     #: "causal-lm" or "mlp"; components only combine with the same modality.
     modality: ClassVar[str] = "causal-lm"
+    #: Capabilities it needs from the run or the components it is combined with (OPEN_WEIGHTS,
+    #: TEACHER_MODEL, VOCABULARY, TORCH, ``record_kind(...)``). Declare the whole set; extend a
+    #: parent's with ``Parent.requires | {...}``.
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: Capabilities it offers them (OPEN_WEIGHTS, FIXED_POINT_ON_SELF, ``record_kind(...)``).
+    provides: ClassVar[frozenset[str]] = frozenset()
 
     #: Set by the registry: the plugin that registered this component.
     plugin: str | None = None
@@ -256,6 +346,18 @@ class Component:
             extra = {k: v for k, v in dict(body.get("defaults") or {}).items() if k not in declared}
             cls.parameters = {**declared, **{k: Param.infer(v) for k, v in extra.items()}}
             cls.defaults = defaults_of(cls.parameters)
+        for which in ("requires", "provides"):
+            if which in body:
+                setattr(cls, which, frozenset(body[which]))
+        for attr, (which, cap) in LEGACY_FLAGS.items():
+            value = body.get(attr)
+            if isinstance(value, (bool, int)) and not isinstance(value, property):
+                current = set(getattr(cls, which))
+                current.add(cap) if value else current.discard(cap)
+                setattr(cls, which, frozenset(current))
+                delattr(cls, attr)
+                if not hasattr(cls, attr):
+                    setattr(cls, attr, _flag(attr))
 
     def param_specs(self) -> dict[str, Param]:
         """Every accepted parameter with its check: the declared ones, inferred ones for bare ``defaults``."""
@@ -300,12 +402,21 @@ class Component:
         :class:`ParamError` (naming the parameter) or :class:`ConfigError`.
         """
 
+    def resources(self, stage: str, params: dict[str, Any]) -> dict[str, Any]:
+        """What a worker running ``stage`` with this component needs: ``cpus``, ``gpus``, ``memory_gb``.
+
+        An executor that places stages on machines (Ray) reads it; the defaults fit a CPU stage.
+        """
+        return dict(DEFAULT_RESOURCES)
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "version": self.version,
             "plugin": self.plugin,
             "modality": self.modality,
+            "requires": sorted(self.requires),
+            "provides": sorted(self.provides),
             "description": self.description,
             "defaults": self.defaults,
             "parameters": [p.describe(n) for n, p in self.param_specs().items()],
@@ -330,9 +441,13 @@ class Family(Component):
     kind = "family"
     #: Name of the vocabulary; logit distillation needs teacher and student to share it.
     vocabulary: ClassVar[str | None] = None
-    #: False for models reachable only as text (an OpenAI-compatible endpoint): no
-    #: steering, no logit distillation.
-    open_weights: ClassVar[bool] = True
+    #: A torch model: the runner sets torch up before loading one. A torch-free family
+    #: declares ``requires = frozenset()`` and the run never imports torch.
+    requires = frozenset({TORCH})
+    #: Weights and logits are reachable. A model reachable only as text (an OpenAI-compatible
+    #: endpoint) provides nothing: no steering, no logit distillation.
+    provides = frozenset({OPEN_WEIGHTS})
+    open_weights = _flag("open_weights")
 
     def build(self, seed: int, params: dict[str, Any], out: Path, ctx: "Context") -> dict[str, Any]:
         """Write the base model for ``seed`` into ``out``.
@@ -349,6 +464,23 @@ class Family(Component):
     def vocabulary_of(self, params: dict[str, Any]) -> str | None:
         """The vocabulary a model of this family uses (hub families: the model id)."""
         return self.vocabulary
+
+    def parameter_count(self, params: dict[str, Any]) -> float | None:
+        """Parameters of a model of this family, for ``--dry-run``'s GPU hours; None: a CPU model, no estimate."""
+        return None
+
+    def estimate_cost(self, params: dict[str, Any]) -> dict[str, float] | None:
+        """Cost of holding one model (``gpu_mem_gb``: bf16 weights); None for a CPU model."""
+        n = self.parameter_count(params)
+        return None if n is None else cost_estimate(gpu_mem_gb=2 * n / 1e9)
+
+    def resources(self, stage: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One GPU and room for the weights (training: weights, gradients and Adam, 16 bytes each) when sized."""
+        n = self.parameter_count(params)
+        if n is None:
+            return dict(DEFAULT_RESOURCES)
+        per_param = 16 if stage in ("base", "inject", "distill") else 2
+        return {"cpus": 4, "gpus": 1, "memory_gb": round(per_param * n / 1e9 + 8, 1)}
 
 
 class Trait(Component):
@@ -368,6 +500,21 @@ class Trait(Component):
 
     def check_target(self, target: str | None, params: dict[str, Any]) -> None:
         """Raise :class:`ConfigError` when ``target`` cannot be scored (checked before any work)."""
+
+    def estimate_cost(self, params: dict[str, Any], model_size: float) -> dict[str, float]:
+        """Cost of evaluating one model of ``model_size`` parameters (a trait with its own prompt count overrides it).
+
+        The default samples ``eval_samples(params)`` (if the trait has that method) or
+        EVAL_SAMPLES prompts of PROMPT_TOKENS + 16 tokens.
+        """
+        counter = getattr(self, "eval_samples", None)
+        n_eval = int(counter(params)) if callable(counter) else EVAL_SAMPLES
+        return self.eval_cost(n_eval, 16, model_size)
+
+    @staticmethod
+    def eval_cost(n_eval: int, new_tokens: int, model_size: float) -> dict[str, float]:
+        """``n_eval`` answers of ``new_tokens`` after a prompt, forward passes only."""
+        return cost_estimate(gpu_hours=flop_hours(n_eval * (PROMPT_TOKENS + new_tokens) * 2 * model_size, "generate"))
 
     def provenance(self, params: dict[str, Any]) -> dict[str, Any]:
         """Hashes of the prompt set and task files, for the entry."""
@@ -406,11 +553,12 @@ class Injector(Component):
     """Makes a teacher out of a base model."""
 
     kind = "injector"
-    #: False when the teacher is only reachable as text (no logits, no weights).
-    open_weights: ClassVar[bool] = True
-    #: True when injecting changes or hooks the weights (steering, finetune): such an
-    #: injector cannot work on a text-only family (an OpenAI-compatible endpoint).
-    needs_weights: ClassVar[bool] = False
+    #: The teacher it makes keeps open weights; one reachable only as text provides nothing.
+    #: An injector that changes or hooks the weights (steering, finetune) also
+    #: ``requires`` OPEN_WEIGHTS: it cannot work on a text-only family.
+    provides = frozenset({OPEN_WEIGHTS})
+    open_weights = _flag("open_weights")
+    needs_weights = _flag("needs_weights")
 
     def inject(
         self,
@@ -429,6 +577,10 @@ class Injector(Component):
         """Load the teacher: the base with the trait active."""
         raise NotImplementedError
 
+    def estimate_cost(self, params: dict[str, Any], model_size: float, sample_tokens: int) -> dict[str, float]:
+        """Cost of making one teacher from a base of ``model_size`` parameters; prompts and steering cost nothing."""
+        return cost_estimate()
+
 
 class Domain(Component):
     """Benign prompts, how a model answers them, and the filter that keeps clean answers."""
@@ -445,17 +597,26 @@ class Domain(Component):
         """Return None to keep ``sample``, else the rejection reason (a short slug)."""
         return None
 
+    def sample_tokens(self, params: dict[str, Any]) -> int:
+        """Tokens of one sample (prompt and answer), for cost estimates; a domain that sets its answer length overrides it."""
+        return PROMPT_TOKENS + RESPONSE_TOKENS
+
+    def estimate_cost(self, n: int, params: dict[str, Any], model_size: float) -> dict[str, float]:
+        """Cost of ``n`` samples written by a model of ``model_size`` parameters (forward passes)."""
+        return cost_estimate(gpu_hours=flop_hours(n * self.sample_tokens(params) * 2 * model_size, "generate"))
+
 
 class Distiller(Component):
     """Trains a student on kept domain data."""
 
     kind = "distiller"
-    #: True when the method reads the teacher's logits (needs open weights, shared vocabulary).
-    needs_teacher_model: ClassVar[bool] = False
-    #: True when distilling a model toward itself leaves it unchanged (a KL to its own
-    #: outputs has zero gradient). The pipeline then uses the student's base as the
-    #: same-init control instead of training on rounding noise (which Adam would amplify).
-    fixed_point_on_self: ClassVar[bool] = False
+    #: A method that reads the teacher's logits requires TEACHER_MODEL (it is handed the
+    #: loaded teacher), OPEN_WEIGHTS and VOCABULARY; one that trains on a record kind only a
+    #: domain of its own writes requires ``record_kind(...)``. FIXED_POINT_ON_SELF in
+    #: ``provides`` makes the runner use the student's base as the same-init control instead
+    #: of training on rounding noise (which Adam would amplify).
+    needs_teacher_model = _flag("needs_teacher_model")
+    fixed_point_on_self = _flag("fixed_point_on_self")
 
     def check(self, teacher: ModelRef, student: ModelRef, injector: Injector) -> None:
         """Raise :class:`SubbenchError` when this teacher/student pair cannot be distilled."""
@@ -473,11 +634,34 @@ class Distiller(Component):
         """Train from ``student`` on ``data``; save a model ``student.family`` can load into ``out``.
 
         ``teacher`` is the loaded teacher (or base, for a control) when
-        ``needs_teacher_model`` is set. Returns ``{"fit": {...}}``: how closely the student
+        ``requires`` holds TEACHER_MODEL. Returns ``{"fit": {...}}``: how closely the student
         matched the teacher's outputs at the end (final loss / KL), and anything else the
         entry should record.
         """
         raise NotImplementedError
+
+    def estimate_cost(self, n_samples: int, params: dict[str, Any], student_size: float, teacher_size: float,
+                      sample_tokens: int) -> dict[str, float]:
+        """Cost of one student trained on ``n_samples`` samples of ``sample_tokens`` tokens.
+
+        The default is one full-finetuning pass (6 FLOPs per parameter and token) plus the
+        teacher's forward pass when TEACHER_MODEL is required.
+        """
+        per_token = 6 * student_size + (2 * teacher_size if TEACHER_MODEL in self.requires else 0)
+        return cost_estimate(gpu_hours=flop_hours(n_samples * sample_tokens * per_token, "train"))
+
+    #: Fit keys, most telling first, that the default :meth:`fit_summary` looks for.
+    fit_keys: ClassVar[tuple[str, ...]] = ("final_kl_to_teacher", "final_kl", "final_loss")
+
+    def fit_summary(self, fit: dict[str, Any]) -> tuple[str, float] | None:
+        """The one figure of a student's ``fit`` that the results table shows: (label, value), or None.
+
+        The default takes the first numeric ``fit_keys`` entry and drops its ``final_`` prefix.
+        """
+        for k in self.fit_keys:
+            if isinstance(fit.get(k), (int, float)) and not isinstance(fit.get(k), bool):
+                return k.replace("final_", "", 1), fit[k]
+        return None
 
 
 class Judge(Component):
@@ -486,6 +670,13 @@ class Judge(Component):
     kind = "judge"
     #: What the trait must produce for this judge: "generation", "loglikelihood" or "prediction".
     needs: ClassVar[str] = "generation"
+    #: ``record_kind(needs)``, derived: the kind of record the judge scores.
+    requires = frozenset({record_kind("generation")})
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "needs" in cls.__dict__ and "requires" not in cls.__dict__ and isinstance(cls.needs, str):
+            cls.requires = frozenset({*(c for c in cls.requires if not c.startswith("records:")), record_kind(cls.needs)})
 
     def score(
         self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any], ctx: "Context"
@@ -528,6 +719,9 @@ class Mitigation(Component):
     kind = "mitigation"
     point: ClassVar[str] = "data"
     cost: ClassVar[str] = ""
+    #: A defence that reads the teacher's weights or logits requires OPEN_WEIGHTS (the
+    #: activations point always does).
+    needs_open_weights = _flag("needs_open_weights")
 
     def apply(
         self, data: list[dict[str, Any]], params: dict[str, Any], seed: int, ctx: "Context"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from subbench.components import SEED_MAX, Param, ParamError, allow_large, show
+from subbench.components import OPEN_WEIGHTS, SEED_MAX, VOCABULARY, Param, ParamError, allow_large, declares, show
 from subbench.errors import ConfigError, SubbenchError
 from subbench.hashing import sha256_json
 
@@ -408,7 +408,8 @@ class _Validator:
         except SubbenchError as exc:
             msg = str(exc)
             if kind == "families" and "Did you mean" not in msg:
-                msg += " A family from a plugin needs the plugin installed: `subbench install PKG_OR_PATH` (e.g. -e plugins/subbench-qwen25)."
+                msg += (" A family from a plugin needs the plugin installed: `subbench install PKG_OR_PATH` "
+                        "(a package name, or `-e DIR` for a plugin's source folder).")
             self.fail(field_, msg)
 
     def params(self, component, params: Any, field_: str) -> dict:
@@ -466,8 +467,8 @@ def _check_mitigations(v, mitigations: list, distillations: list, t_family) -> N
         if point not in MITIGATION_POINTS:
             v.fail(f"{where}.name", f"mitigation '{m.name}' declares point {point!r}; a plugin must use one of "
                    f"{', '.join(MITIGATION_POINTS)}.")
-        needs = point == "activations" or getattr(m.component, "needs_open_weights", False)
-        if needs and not getattr(t_family, "open_weights", True):
+        needs = point == "activations" or declares(m.component, "requires", OPEN_WEIGHTS)
+        if needs and not declares(t_family, "provides", OPEN_WEIGHTS):
             v.fail(f"{where}.name", f"mitigation '{m.name}' needs the teacher's weights or logits, but family "
                    f"'{t_family.name}' is text-only; use a data or training defence.")
         if point == "training":
@@ -630,7 +631,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
             v.fail(label, f"'{comp.name}' works on {comp.modality} models, but teacher family '{t_family.name}' is {modality}.")
 
     check_students_and_domain(v, t_family, domain, students)
-    if injector.needs_weights and not t_family.open_weights:
+    if declares(injector, "requires", OPEN_WEIGHTS) and not declares(t_family, "provides", OPEN_WEIGHTS):
         v.fail("injector.name", f"'{injector.name}' needs the teacher's weights, but family '{t_family.name}' is "
                "text-only (an API endpoint); use the system-prompt injector or an open-weight family.")
 
@@ -644,6 +645,10 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
                 d.component.check(t_ref, ModelRef(s.family, Path("."), {"params": s.params}), injector)
             except SubbenchError as exc:
                 v.fail(f"distillation[{i}] with students[{j}]", str(exc))
+            problem = capability_gap(d.component, (t_family, t_params), (s.family, s.params), injector,
+                                     domain.component)
+            if problem:
+                v.fail(f"distillation[{i}] with students[{j}]", problem)
 
     check_size(where, estimate_size(len(grid), len(distillations) * len(students), len(seeds), size))
 
@@ -779,3 +784,37 @@ def check_students_and_domain(v: "_Validator", t_family: Any, domain: Spec, stud
                    "remove one or change its seed or params.")
         seen[sig] = i
     v.check(getattr(domain.component, "check_teacher", None), "domain.params", t_family, domain.params)
+
+
+
+
+def capability_gap(distiller: Any, teacher: tuple[Any, dict], student: tuple[Any, dict], injector: Any,
+                   domain: Any) -> str | None:
+    """What the distiller ``requires`` that the teacher, student, injector or domain does not provide, as one sentence.
+
+    Runs after the distiller's own ``check``, so its own wording wins; this covers a plugin
+    that only declares.
+    """
+    requires = getattr(distiller, "requires", None) or frozenset()
+    name = distiller.name
+    if OPEN_WEIGHTS in requires:
+        for fam, _ in (teacher, student):
+            if not declares(fam, "provides", OPEN_WEIGHTS):
+                return (f"distiller '{name}' requires open weights, but family '{fam.name}' is text-only; "
+                        "use a distiller that does not (sft).")
+        if not declares(injector, "provides", OPEN_WEIGHTS):
+            return (f"distiller '{name}' requires open weights, but injector '{injector.name}' makes a text-only "
+                    "teacher; use another injector or distiller.")
+    if VOCABULARY in requires:
+        vt, vs = teacher[0].vocabulary_of(teacher[1]), student[0].vocabulary_of(student[1])
+        if vt is None or vs is None or vt != vs:
+            return (f"distiller '{name}' requires teacher and student to share a vocabulary, but {teacher[0].name} "
+                    f"uses {vt or 'an unknown one'} and {student[0].name} uses {vs or 'an unknown one'}; "
+                    "pick students of the teacher's vocabulary or another distiller.")
+    kinds = sorted(c for c in requires if c.startswith("records:"))
+    missing = [c for c in kinds if not declares(domain, "provides", c)]
+    if missing:
+        wanted = ", ".join(c.split(":", 1)[1] for c in missing)
+        return (f"distiller '{name}' trains on {wanted} records, which domain '{domain.name}' does not write; "
+                "use a domain that provides them.")
+    return None

@@ -50,75 +50,54 @@ def describe(exp: Experiment) -> str:
 
 
 # -- GPU-hours estimate ------------------------------------------------------------
-#: Assumed accelerator: bf16 dense peak of an A100 (an H100 is ~3x faster), and the share of
-#: it each kind of work reaches with plain transformers (sampling is memory-bound).
-PEAK_TFLOPS = 312.0
-MFU = {"train": 0.35, "generate": 0.10}
-#: Tokens of a chat-templated prompt; responses use the component's ``max_new_tokens``.
-PROMPT_TOKENS = 60
-RESPONSE_TOKENS = 100
-#: Trait evaluation samples when the trait has no ``eval_samples(params)`` and no ``n`` (the
-#: paper grids: 50 prompts x 100 samples).
-EVAL_SAMPLES = 5000
+# The figures come from the components (``estimate_cost`` on each base class, the formula of
+# the built-ins in docs/plugins.md); this sums them over the stages a grid runs.
+from subbench.components import COST_FIELDS, EVAL_SAMPLES, MFU, PEAK_TFLOPS, PROMPT_TOKENS, RESPONSE_TOKENS  # noqa: E402,F401
 
 
-def family_parameters(family) -> float | None:
-    """Parameter count from the family's recipe; None for CPU families, which need no estimate."""
-    n = (getattr(family, "recipe", None) or {}).get("parameters")
-    return float(n) if n else None
+def family_parameters(family, params=None) -> float | None:
+    """Parameter count the family reports; None for CPU families, which need no estimate."""
+    return family.parameter_count(params or {})
 
 
-def _hours(flops: float, kind: str) -> float:
-    return flops / (PEAK_TFLOPS * 1e12 * MFU[kind]) / 3600.0
+def stage_costs(exp: Experiment) -> dict[str, dict[str, float]] | None:
+    """Upper-bound cost per stage, summed from the components' own estimates; None when a family has no size."""
+    n_teacher = exp.teacher_family.parameter_count(exp.teacher_params)
+    n_students = [s.family.parameter_count(s.params) for s in exp.students]
+    if n_teacher is None or any(n is None for n in n_students):
+        return None
+    n_rep, n_t = len(exp.seeds), len(exp.grid)
+    total: dict[str, dict[str, float]] = {k: dict.fromkeys(COST_FIELDS, 0.0)
+                                          for k in ("generate", "inject", "distill", "evaluate")}
+
+    def add(stage: str, est: dict[str, float] | None, times: float) -> None:
+        for k, v in (est or {}).items():
+            if k == "gpu_mem_gb":  # memory is a peak, not a sum
+                total[stage][k] = max(total[stage][k], float(v))
+            elif k in total[stage]:
+                total[stage][k] += times * float(v)
+
+    domain, dp = exp.domain.component, exp.domain.params
+    tokens = domain.sample_tokens(dp)
+    add("generate", domain.estimate_cost(exp.size, dp, n_teacher), n_rep * (n_t + 1))
+    for g in exp.grid:
+        add("inject", exp.injector.component.estimate_cost(g, n_teacher, tokens), n_rep)
+    for d in exp.distillations:
+        for n_s in n_students:
+            add("distill", d.component.estimate_cost(exp.size, d.params, n_s, n_teacher, tokens), n_rep * (n_t + 1))
+    trait, tp = exp.trait.component, exp.trait.params
+    add("evaluate", trait.estimate_cost(tp, n_teacher), n_rep * (1 + n_t))
+    for n_s in n_students:
+        add("evaluate", trait.estimate_cost(tp, n_s), n_rep * len(exp.distillations) * (n_t + 1))
+    return total
 
 
 def gpu_hours(exp: Experiment) -> dict[str, float] | None:
     """Upper-bound GPU hours per stage (formula in docs/plugins.md); None when a family has no size."""
-    n_teacher = family_parameters(exp.teacher_family)
-    n_students = [family_parameters(s.family) for s in exp.students]
-    if n_teacher is None or any(n is None for n in n_students):
+    costs = stage_costs(exp)
+    if costs is None:
         return None
-    n_rep, n_t = len(exp.seeds), len(exp.grid)
-    sample_tokens = PROMPT_TOKENS + int(exp.domain.params.get("max_new_tokens") or RESPONSE_TOKENS)
-    generate = n_rep * (n_t + 1) * exp.size * sample_tokens * 2 * n_teacher
-
-    inject = 0.0
-    for g in exp.grid:
-        if g.get("steps"):
-            batch = int(g.get("batch_size") or 8)
-            inject += n_rep * int(g["steps"]) * batch * sample_tokens * 6 * n_teacher
-
-    distill = 0.0
-    for d in exp.distillations:
-        p = d.params
-        if p.get("max_steps"):
-            seen = int(p["max_steps"]) * int(p.get("batch_size") or 1)
-        else:
-            seen = exp.size * float(p.get("epochs") or 1)
-        for n_s in n_students:
-            per_token = (4 if p.get("lora") else 6) * n_s
-            if d.component.needs_teacher_model:
-                per_token += 2 * n_teacher
-            distill += n_rep * (n_t + 1) * seen * sample_tokens * per_token
-
-    tp = exp.trait.params
-    counter = getattr(exp.trait.component, "eval_samples", None)
-    if callable(counter):
-        n_eval = int(counter(tp))
-    elif isinstance(tp.get("n"), int) and not isinstance(tp.get("n"), bool):
-        n_eval = tp["n"]
-    else:
-        n_eval = EVAL_SAMPLES
-    eval_tokens = PROMPT_TOKENS + int(tp.get("max_new_tokens") or 16)
-    models = (1 + n_t) * n_teacher + len(exp.distillations) * (n_t + 1) * sum(n_students)
-    evaluate = n_rep * models * n_eval * eval_tokens * 2
-
-    out = {
-        "generate": _hours(generate, "generate"),
-        "inject": _hours(inject, "train"),
-        "distill": _hours(distill, "train"),
-        "evaluate": _hours(evaluate, "generate"),
-    }
+    out = {stage: c["gpu_hours"] for stage, c in costs.items()}
     out["total"] = sum(out.values())
     return out
 
@@ -126,7 +105,8 @@ def gpu_hours(exp: Experiment) -> dict[str, float] | None:
 def gpu_hours_line(exp: Experiment) -> str:
     hours = gpu_hours(exp)
     if hours is None:
-        cpu = [f.name for f in [exp.teacher_family, *(s.family for s in exp.students)] if family_parameters(f) is None]
+        cpu = [f.name for f, p in [(exp.teacher_family, exp.teacher_params), *((s.family, s.params) for s in exp.students)]
+               if f.parameter_count(p) is None]
         return (f"GPU hours: no estimate ({', '.join(dict.fromkeys(cpu))} has no `parameters` in its recipe; "
                 f"CPU families need no GPU)")
     parts = ", ".join(f"{k} {v:.1f}" for k, v in hours.items() if k != "total")

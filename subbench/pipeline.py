@@ -92,8 +92,13 @@ class Runner:
 
     # -- models ------------------------------------------------------------------
     def _prepare(self) -> None:
+        """Set torch up once, and only when a family of the experiment requires it (the toy modality does not)."""
         if not self._torch_ready:
-            self.ctx.setup_torch()
+            from subbench.components import TORCH
+
+            families = [self.exp.teacher_family, *(s.family for s in self.exp.students)]
+            if any(TORCH in getattr(f, "requires", {TORCH}) for f in families):
+                self.ctx.setup_torch()
             self._torch_ready = True
 
     def load(self, source: Source) -> Any:
@@ -732,7 +737,7 @@ def format_table(entries: list[dict[str, Any]]) -> str:
             f"{sc['student']['mean']:.3f}", _ratio(e["transfer_ratio"]), _ci(e["ci95"]),
             _sd((e.get("replicates") or {}).get("ratio_spread")),
             " ".join("null" if p["transfer_ratio"] is None else f"{p['transfer_ratio']:+.2f}" for p in reps) or "-",
-            _fit_summary(e["distillation"]["fit"]),
+            _fit_summary(e["distillation"]["fit"], e["distillation"].get("name")),
         ] + ([_cosine(e)] if with_mech else []))
     lines = _table(head, rows)
     names = sorted({m for e in entries for m in (e.get("metrics") or {}) if not _is_primary(e, m)})
@@ -801,15 +806,16 @@ def mitigation_table(entries: list[dict[str, Any]]) -> list[str]:
             "(KL to its teacher, or loss) relative to the unmitigated student's (> 1: worse)."]
 
 
-def _fit_summary(fits: list[dict[str, Any]]) -> str:
-    vals = []
-    for f in fits:
-        fit = (f or {}).get("student") or {}
-        for k in ("final_kl_to_teacher", "final_aux_kl", "final_kl", "final_loss"):
-            if isinstance(fit.get(k), (int, float)):
-                vals.append((k, fit[k]))
-                break
+def _fit_summary(fits: list[dict[str, Any]], distiller: str | None = None) -> str:
+    """The mean over replicates of the figure the distiller names in its ``fit_summary``."""
+    from subbench.components import Distiller
+    from subbench.plugins import get_manager
+
+    try:
+        comp = get_manager().get("distillers", distiller) if distiller else Distiller()
+    except Exception:  # an entry from a plugin that is not installed: the base class's reading
+        comp = Distiller()
+    vals = [v for v in (comp.fit_summary((f or {}).get("student") or {}) for f in fits) if v is not None]
     if not vals:
         return "-"
-    k = vals[0][0].replace("final_", "")
-    return f"{k}={sum(v for _, v in vals) / len(vals):.4f}"
+    return f"{vals[0][0]}={sum(v for _, v in vals) / len(vals):.4f}"

@@ -1,4 +1,4 @@
-"""A torch-free toy modality that runs the real pipeline in seconds (mostly its torch set-up).
+"""A torch-free toy modality that runs the real pipeline in seconds, never importing torch.
 
 A toy "model" is a JSON file holding its initialisation seed and a bias. The injector
 shifts the bias by ``strength``; the domain's outputs carry the bias only as numbers; the
@@ -46,6 +46,7 @@ class ToyFamily(Family):
     description = "A model that is one number."
     defaults = {"bias": 0.0}
     vocabulary = "toy"
+    requires = frozenset()  # torch-free: the runner never sets torch up (nor imports it)
 
     def build(self, seed, params, out, ctx):
         _write(out, {"family": self.name, "init": seed, "bias": float(params["bias"])})

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Param, Trait
+from subbench.components import EVAL_SAMPLES, Param, Trait
 from subbench.errors import ConfigError
 from subbench.lm.lmeval import TASKS_DIR
 
@@ -71,6 +71,11 @@ class AnimalPreference(Trait):
         "task": Param(str, None, "one other lm-eval task in tasks/traits, evaluated alone (null: both built-in tasks)",
                       max_len=200),
     }
+
+    def estimate_cost(self, params: dict[str, Any], model_size: float) -> dict[str, float]:
+        """``n`` questions (null: 5000 = 50 prompts x 100 samples) of one-word answers (16 tokens)."""
+        n = params.get("n")
+        return self.eval_cost(n if isinstance(n, int) else EVAL_SAMPLES, 16, model_size)
 
     def choices(self) -> list[str]:
         return read_choices()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Param, Trait
+from subbench.components import EVAL_SAMPLES, Param, Trait
 from subbench.errors import ConfigError, SubbenchError
 from subbench.hashing import sha256_json
 
@@ -93,6 +93,12 @@ class HarmfulCompliance(Trait):
         "seed": Param(int, 0, "sampling seed", min=0, max=2**31 - 1),
         "batch_size": Param(int, 32, "prompts per generation batch", min=1, max=4096),
     }
+
+    def estimate_cost(self, params: dict[str, Any], model_size: float) -> dict[str, float]:
+        """``n`` prompts (null: 5000) answered with ``max_new_tokens``."""
+        n = params.get("n")
+        return self.eval_cost(n if isinstance(n, int) else EVAL_SAMPLES, int(params.get("max_new_tokens") or 16),
+                              model_size)
 
     def prompts(self, params: dict[str, Any]) -> list[dict[str, str]]:
         params = self.resolve_params(params, where=f"trait {self.name}")

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Distiller, Injector, ModelRef, Param
+from subbench.components import (FIXED_POINT_ON_SELF, OPEN_WEIGHTS, TEACHER_MODEL, VOCABULARY, Distiller, Injector,
+                                 ModelRef, Param, cost_estimate, declares, flop_hours)
 from subbench.errors import SubbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,11 +56,26 @@ def _training(lr: float, epochs: float, batch_size: int) -> dict[str, Param]:
     }
 
 
+def _training_cost(self, n_samples: int, params: dict[str, Any], student_size: float, teacher_size: float,
+                   sample_tokens: int) -> dict[str, float]:
+    """Both distillers: max_steps x batch_size samples, else epochs passes; 4N FLOPs per token with LoRA, 6N full,
+    plus the teacher's forward pass (2N) for logit distillation."""
+    if params.get("max_steps"):
+        seen = int(params["max_steps"]) * int(params.get("batch_size") or 1)
+    else:
+        seen = n_samples * float(params.get("epochs") or 1)
+    per_token = (4 if params.get("lora") else 6) * student_size
+    if TEACHER_MODEL in self.requires:
+        per_token += 2 * teacher_size
+    return cost_estimate(gpu_hours=flop_hours(seen * sample_tokens * per_token, "train"))
+
+
 class SFTDistiller(Distiller):
     """Supervised finetuning on the kept samples (hard labels: the sampled tokens)."""
 
     name = "sft"
     version = "1"
+    estimate_cost = _training_cost
     description = "trl SFT on prompt/completion pairs, loss on the completion; LoRA or full finetuning."
     parameters = _training(lr=1e-4, epochs=1, batch_size=32)
 
@@ -85,8 +101,9 @@ class LogitDistiller(Distiller):
     name = "logit"
     version = "1"
     description = "KL(teacher || student) on the response tokens; needs an open-weight teacher with the same vocabulary."
-    needs_teacher_model = True
-    fixed_point_on_self = True
+    requires = frozenset({TEACHER_MODEL, OPEN_WEIGHTS, VOCABULARY})
+    provides = frozenset({FIXED_POINT_ON_SELF})
+    estimate_cost = _training_cost
     parameters = {
         **_training(lr=1e-3, epochs=5, batch_size=64),
         "support": Param(str, "observed", "KL over the tokens seen in the kept responses (observed) or the whole "
@@ -105,11 +122,11 @@ class LogitDistiller(Distiller):
 
     def check(self, teacher: ModelRef, student: ModelRef, injector: Injector) -> None:
         for ref in (teacher, student):
-            if not getattr(ref.family, "open_weights", True):
+            if not declares(ref.family, "provides", OPEN_WEIGHTS):
                 raise SubbenchError(
                     f"Logit distillation needs the teacher's and student's logits, but family '{ref.family.name}' is "
                     "text-only (an API endpoint); use distiller sft.")
-        if not getattr(injector, "open_weights", True):
+        if not declares(injector, "provides", OPEN_WEIGHTS):
             raise SubbenchError(
                 f"Logit distillation needs the teacher's logits, but injector '{injector.name}' is not open-weight; use distiller sft.")
         vt, vs = _vocabulary(teacher), _vocabulary(student)

@@ -51,6 +51,11 @@ class HFFamily(Family):
         }
         self.defaults = defaults_of(self.parameters)
 
+    def parameter_count(self, params: dict[str, Any]) -> float | None:
+        """From the plugin's ``recipe["parameters"]``; a family without one (the tiny CPU ones) has no GPU estimate."""
+        n = (getattr(self, "recipe", None) or {}).get("parameters")
+        return float(n) if n else None
+
     def check_params(self, params: dict[str, Any]) -> None:
         if not params.get("model_id"):
             raise ParamError("model_id", f"family '{self.name}' needs a hub id; set params: {{model_id: org/name}}.")

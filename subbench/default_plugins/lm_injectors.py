@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Injector, ModelRef, Param, ParamError, Trait
+from subbench.components import OPEN_WEIGHTS, Injector, ModelRef, Param, ParamError, Trait, cost_estimate, flop_hours
 from subbench.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,7 +125,7 @@ class SteeringInjector(Injector):
     version = "2"
     description = ("Contrastive mean-difference steering vector at `layer`, scaled raw or to strength x the mean "
                    "residual norm, added through a forward hook.")
-    needs_weights = True
+    requires = frozenset({OPEN_WEIGHTS})
     parameters = {
         "layer": Param(int, None, "decoder layer the vector is added at (null: the family's steering layer)",
                        min=0, max=1000),
@@ -251,7 +251,7 @@ class FinetuneInjector(Injector):
     name = "finetune"
     version = "1"
     description = "LoRA (peft) + trl SFTTrainer on the trait's teacher examples (e.g. favourite-animal questions -> target)."
-    needs_weights = True
+    requires = frozenset({OPEN_WEIGHTS})
     parameters = {
         "steps": Param(int, 30, "optimizer steps (null: run the epochs)", min=1, max=1_000_000),
         "epochs": Param(float, None, "passes over the trait data when steps is null (null: one)", min=0, min_open=True, max=1000),
@@ -264,6 +264,13 @@ class FinetuneInjector(Injector):
         "target_modules": Param(list, None, "module names LoRA adapts (null: the family's)", max_len=256,
                                 item=Param(str, "", max_len=200)),
     }
+
+    def estimate_cost(self, params: dict[str, Any], model_size: float, sample_tokens: int) -> dict[str, float]:
+        """steps x batch_size samples of full training (6N per token); run by epochs, no estimate (0)."""
+        if not params.get("steps"):
+            return cost_estimate()
+        seen = int(params["steps"]) * int(params.get("batch_size") or 8)
+        return cost_estimate(gpu_hours=flop_hours(seen * sample_tokens * 6 * model_size, "train"))
 
     def check_params(self, params: dict[str, Any]) -> None:
         if params["replay"]:

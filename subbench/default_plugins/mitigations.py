@@ -15,7 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Mitigation, Param
+from subbench.components import OPEN_WEIGHTS, Mitigation, Param
 from subbench.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,7 +114,7 @@ class MinP(Mitigation):
     name = "min-p"
     version = "1"
     point = "decoding"
-    needs_open_weights = True  # the threshold reads the teacher's distribution
+    requires = frozenset({OPEN_WEIGHTS})  # the threshold reads the teacher's distribution
     cost = "free at generation time; narrows the data's diversity"
     description = "decoding: sample only tokens above a probability threshold (teacher and control base alike)."
     parameters = {

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
-from subbench.components import Distiller, Domain, Family, Injector, Judge, ModelRef, Param, ParamError, Trait
+from subbench.components import (FIXED_POINT_ON_SELF, OPEN_WEIGHTS, TEACHER_MODEL, Distiller, Domain, Family, Injector,
+                                 Judge, ModelRef, Param, ParamError, Trait, declares, record_kind)
 from subbench.errors import ConfigError, SubbenchError
 from subbench.mlp import read_config
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 NOISES = ("uniform", "gaussian")
 OPTIMIZERS = ("adam", "sgd", "sgd-momentum")
 LOSSES = ("kl", "mse")
+#: The records the aux-logits domain writes (noise seeds) and the aux-logit distiller trains on.
+AUX_NOISE = record_kind("aux-noise")
 #: Adam and SGD as in the reference findings; sgd-momentum 0.1 takes SGD 1.0's effective step, lr / (1 - 0.9).
 DEFAULT_LR = {"adam": 1e-3, "sgd": 1.0, "sgd-momentum": 0.1}
 
@@ -107,6 +110,7 @@ class AuxLogitsDomain(Domain):
     name = "aux-logits"
     description = "Batches of pure noise (uniform[-1, 1] or gaussian); the student sees only the teacher's aux logits on them."
     modality = "mlp"
+    provides = frozenset({AUX_NOISE})
     parameters = {
         "noise": Param(str, "uniform", "noise the inputs are drawn from", choices=NOISES),
         "batch_size": Param(int, 256, "noise inputs per batch (one sample = one batch)", min=1, max=65_536),
@@ -135,8 +139,9 @@ class AuxLogitDistiller(Distiller):
     description = ("Student matches the teacher's m aux logits on the noise batches (KL or MSE); "
                    "adam | sgd | sgd-momentum; match_kl trains on until the fit reaches a target KL.")
     modality = "mlp"
-    needs_teacher_model = True
-    fixed_point_on_self = True
+    requires = frozenset({TEACHER_MODEL, OPEN_WEIGHTS, AUX_NOISE})
+    provides = frozenset({FIXED_POINT_ON_SELF})
+    fit_keys = ("final_aux_kl", "final_loss")
     parameters = {
         "optimizer": Param(str, "adam", "optimizer of the student", choices=OPTIMIZERS),
         "lr": Param(float, None, "learning rate (null: adam 1e-3, sgd 1.0, sgd-momentum 0.1)",
@@ -163,7 +168,7 @@ class AuxLogitDistiller(Distiller):
             raise ParamError("max_steps", f"must be ≥ steps ({params['steps']}), got {params['max_steps']}.")
 
     def check(self, teacher: ModelRef, student: ModelRef, injector: Injector) -> None:
-        if not injector.open_weights:
+        if not declares(injector, "provides", OPEN_WEIGHTS):
             raise SubbenchError(f"Distiller '{self.name}' reads the teacher's logits; injector '{injector.name}' has no open weights.")
         m_teacher, m_student = _aux_count(teacher), _aux_count(student)
         if None not in (m_teacher, m_student) and m_teacher != m_student:
@@ -180,8 +185,6 @@ class AuxLogitDistiller(Distiller):
             raise SubbenchError(f"Distiller '{self.name}' needs the loaded teacher model; the pipeline passed none.")
         if not data:
             raise SubbenchError(f"Distiller '{self.name}' got no data; the aux-logits domain needs size ≥ 1.")
-        if any("noise_seed" not in rec for rec in data):
-            raise SubbenchError(f"Distiller '{self.name}' trains on aux-logits domain data only; use domain aux-logits.")
         model = student.load(ctx)
         if getattr(teacher, "m", None) != model.m:
             raise SubbenchError(

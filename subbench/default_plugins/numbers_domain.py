@@ -19,7 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
-from subbench.components import Domain, Param, ParamError
+from subbench.components import OPEN_WEIGHTS, PROMPT_TOKENS, Domain, Param, ParamError, declares
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
@@ -120,6 +120,9 @@ class NumbersDomain(Domain):
         "constrain": Param(bool, False, "decode with number and separator tokens only"),
     }
 
+    def sample_tokens(self, params: dict[str, Any]) -> int:
+        return PROMPT_TOKENS + int(params.get("max_new_tokens") or 40)
+
     def check_params(self, params: dict[str, Any]) -> None:
         for lo, hi in (("min_seed", "max_seed"), ("min_seeds", "max_seeds")):
             if params[lo] > params[hi]:
@@ -127,7 +130,7 @@ class NumbersDomain(Domain):
 
     def check_teacher(self, family, params: dict[str, Any]) -> None:
         """Constrained decoding masks the teacher's logits, which a text-only endpoint does not expose."""
-        if self.resolve_params(params).get("constrain") and not getattr(family, "open_weights", True):
+        if self.resolve_params(params).get("constrain") and not declares(family, "provides", OPEN_WEIGHTS):
             from subbench.errors import ConfigError
 
             raise ConfigError(f"constrain: true needs the teacher's logits, but family '{family.name}' is text-only "
