@@ -281,22 +281,20 @@ class RayPool:
 
 
 def stage_resources(runner, node) -> dict[str, Any]:
-    """Ray resources for one node: what its components declare (``resources``), else one CPU.
+    """Ray resources for one node: what the family of the model it trains or loads declares (``resources``).
 
-    A stage that loads a model on ``--device cuda`` asks for a GPU.
+    The families say it (CPU, GPU count, memory for a 7B family); a stage that loads a model
+    on ``--device cuda`` asks for a GPU even when its family declares none.
     """
-    cpus, gpus, mem = 1.0, 0.0, None
-    comp = _stage_component(runner, node)
-    declared = getattr(comp, "resources", None)
-    if callable(declared):
+    family, params = _stage_family(runner, node)
+    got: dict[str, Any] = {}
+    if family is not None:
         try:
-            got = declared(node.stage, node.args) or {}
-        except Exception:  # a component's estimate never breaks the run
+            got = family.resources(node.stage, params) or {}
+        except Exception:  # a plugin's estimate never breaks the run
             got = {}
-        cpus = float(got.get("cpus", cpus))
-        gpus = float(got.get("gpus", gpus))
-        mem = got.get("memory_gb", mem)
-    if runner.ctx.device == "cuda" and node.stage not in ("filter", "budget", "mitigate") and gpus == 0:
+    cpus, gpus, mem = float(got.get("cpus", 1)), float(got.get("gpus", 0)), got.get("memory_gb")
+    if runner.ctx.device == "cuda" and family is not None and gpus == 0:
         gpus = 1.0
     out: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus}
     if mem:
@@ -304,18 +302,23 @@ def stage_resources(runner, node) -> dict[str, Any]:
     return out
 
 
-def _stage_component(runner, node):
-    exp = runner.exp
+def _stage_family(runner, node):
+    """The family whose model the node trains or loads, and its params (None for data-only stages)."""
+    exp, args = runner.exp, node.args
     if node.stage == "base":
-        return runner._family(node.args["family"])
-    if node.stage == "distill":
-        return exp.distillations[node.args["distillation"]].component
-    if node.stage == "inject":
-        return exp.injector.component
-    if node.stage == "generate":
-        return exp.domain.component
-    return exp.trait.component
-
+        return runner._family(args["family"]), args["params"]
+    if "student" in args and node.stage == "distill":
+        s = exp.students[args["student"]]
+        return s.family, s.params
+    if args.get("kind") == "student":
+        s = exp.students[args["who"]]
+        return s.family, s.params
+    if args.get("kind") == "base" and args.get("who") != exp.teacher_family.name:
+        fam = runner._family(args["who"])
+        return fam, next((s.params for s in exp.students if s.family is fam), {})
+    if node.stage in ("inject", "generate", "evaluate", "residual", "teacher_kl"):
+        return exp.teacher_family, exp.teacher_params
+    return None, {}
 
 
 # -- what --dry-run says about the graph ----------------------------------------------------
