@@ -579,12 +579,67 @@ class Runner:
             cell_id = slug(f"{exp.injector.name}{'-' + cell.setting if cell.setting else ''}__{cell.distillation_label}"
                            f"__{s.family.name}-s{s.seed}{student_tag(s)}"
                            f"{'__mit-' + cell.mitigation_label if cell.mitigation is not None and len(exp.mitigations) > 1 else ''}")
-            entries.append(make_entry(exp, cell, cell_id, self.workdir, env, commit, created))
+            entries.append(self._entry(cell, cell_id, env, commit, created))
         out_dir = self.out / exp.name
         out_dir.mkdir(parents=True, exist_ok=True)
         for e in entries:
             atomic_write_text(out_dir / f"{e['cell']['id']}.json", json.dumps(e, indent=2, sort_keys=True) + "\n")
         return entries
+
+
+    def _entry(self, cell: Cell, cell_id: str, env: dict[str, Any], commit: str | None, created: str) -> dict[str, Any]:
+        """``make_entry``, remembered in the workdir under everything it reads, so a cached re-run skips the bootstrap.
+
+        The key covers the experiment, the cell's artifact keys (its baseline's too), the
+        environment, the commit and the source of the modules that compute an entry; only
+        ``created`` is stamped anew (and the entry resealed).
+        """
+        from subbench.entry import seal
+        from subbench.hashing import sha256_json
+
+        key = sha256_json({"config": self.exp.config_hash, "cell": cell_id, "reps": _cell_digest(cell),
+                           "baseline": _cell_digest(cell.baseline) if cell.baseline is not None else None,
+                           "env": env, "commit": commit, "code": _entry_code_digest()})[:24]
+        path = self.store.root / ".entries" / f"{key}.json"
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            entry["created"] = created
+            return seal(entry)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        entry = make_entry(self.exp, cell, cell_id, self.workdir, env, commit, created)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(entry, sort_keys=True))
+        return entry
+
+
+def _cell_digest(cell: Cell) -> list[Any]:
+    """The artifact keys and derived facts behind a cell's replicates, in order."""
+    from dataclasses import fields
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Artifact):
+            return f"{v.stage}/{v.key}"
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return [{f.name: plain(getattr(r, f.name)) for f in fields(r)} for r in cell.replicates]
+
+
+def _entry_code_digest() -> str:
+    """The source of what computes an entry: a change to it (or to the version) recomputes every entry."""
+    import hashlib
+
+    import subbench
+    from subbench import cell, entry, metrics
+
+    h = hashlib.sha256(subbench.__version__.encode())
+    for mod in (cell, entry, metrics):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()
 
 
 def _torch_lm(handle) -> bool:
