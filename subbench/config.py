@@ -72,27 +72,21 @@ BUDGET_DEFAULT = "equal"
 SEED_RE = re.compile(r"^(seed|teacher)\s*(?:\+\s*(\d+))?$")
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
 def tasks_dirs() -> list[Path]:
-    dirs = []
-    if os.environ.get("SUBBENCH_TASKS"):
-        dirs += [Path(p) for p in os.environ["SUBBENCH_TASKS"].split(os.pathsep) if p]
-    dirs += [Path.cwd() / "tasks", repo_root() / "tasks"]
-    out: list[Path] = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
-            out.append(d)
-    return out
+    """Directories searched for an experiment by name (see :func:`subbench.resources.experiment_dirs`)."""
+    from subbench.resources import experiment_dirs
+
+    return [d for d, _ in experiment_dirs()]
 
 
-def list_experiments() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for d in tasks_dirs():
+def list_experiments(with_origin: bool = False) -> dict[str, Any]:
+    """Experiment name -> file (or ``(file, origin)``), the first directory that has the name winning."""
+    from subbench.resources import experiment_dirs
+
+    found: dict[str, Any] = {}
+    for d, origin in experiment_dirs():
         for p in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
-            found.setdefault(p.stem, p)
+            found.setdefault(p.stem, (p, origin) if with_origin else p)
     return found
 
 
