@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from subbench.backends.openai_handle import OpenAIHandle
+    from subbench.backends.openai_handle import OpenAIHandle  # noqa: F401
     from subbench.backends.vllm_handle import VLLMHandle
     from subbench.context import Context
     from subbench.default_plugins.lm_families import TINY_LLAMA, TINY_QWEN2, HFFamily, TinyFamily
