@@ -156,6 +156,8 @@ def check_params_validate(h: FamilyHarness) -> None:
     """Defaults and the tiny parameters validate; an unknown name and a wrong-typed value end in ConfigError."""
     f = h.family
     assert isinstance(f.resolve_params(h.tiny_params), dict)
+    declared = set(getattr(f, "parameters", None) or {})
+    assert declared <= set(f.defaults), f"parameters without a default: {sorted(declared - set(f.defaults))}"
     described = {p["name"] for p in f.describe()["parameters"]}
     assert described == set(f.param_specs()), "describe() lists every parameter"
     for spec in f.param_specs().values():

@@ -45,7 +45,7 @@ def test_wheel_carries_experiments_trait_tasks_judges_and_schema(wheel):
                  "subbench/_data/tasks/judges/trait-score-v1.txt",
                  "subbench/_data/leaderboard/schema/entry-v1.json",
                  "subbench/_data/leaderboard/schema/entry-v2.json",
-                 "subbench/resources.py"):
+                 "subbench/resources.py", "subbench/api.py", "subbench/testing.py"):
         assert path in names, path
     # every shipped file travels, byte for byte (trait tasks are hashed into cache keys)
     z = zipfile.ZipFile(wheel)
