@@ -485,14 +485,21 @@ def _check_mitigations(v, mitigations: list, distillations: list, t_family) -> N
                     v.fail(f"{where}.name", f"mitigation '{m.name}' cannot apply to distiller '{d.name}': {exc}")
 
 
-_WARNED: set[tuple[str, str]] = set()
+_WARNED: set[str] = set()
+#: Deprecation lines held back until the experiment validates, so a refused one still ends in one line.
+_PENDING: list[str] = []
 
 
 def _deprecated(old: str, new: str, where: str) -> None:
-    if (old, where) not in _WARNED:
-        _WARNED.add((old, where))
-        print(f"subbench: {where}: `{old}` is now called `{new}`; the old name still works for now.",
-              file=sys.stderr, flush=True)
+    _PENDING.append(f"subbench: {where}: `{old}` is now called `{new}`; the old name still works for now.")
+
+
+def _flush_deprecations() -> None:
+    for line in dict.fromkeys(_PENDING):
+        if line not in _WARNED:
+            _WARNED.add(line)
+            print(line, file=sys.stderr, flush=True)
+    _PENDING.clear()
 
 
 def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
@@ -697,6 +704,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         replicates=replicates,
         budget=budget,
     )
+    _flush_deprecations()
     exp.resolved = {
         "name": name,
         "teacher": {"family": t_family.name, "seed": t_seed, "params": t_params},
@@ -779,6 +787,7 @@ def check_size(where: str, estimate: dict[str, int]) -> None:
 def load_experiment(name_or_path: str, sets: list[str] | None = None, pm=None) -> Experiment:
     path = find_experiment(name_or_path)
     where = _display(path)
+    _PENDING.clear()
     raw = apply_overrides(load_raw(path), list(sets or []), where)
     exp = validate(raw, where, pm)
     exp.path = path
