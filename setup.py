@@ -21,6 +21,9 @@ IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
 
 class BuildPyWithData(build_py):
     def run(self):
+        if not getattr(self, "editable_mode", False):
+            # a build directory left from an earlier build may hold modules since renamed or removed
+            shutil.rmtree(Path(self.build_lib) / "subbench", ignore_errors=True)
         super().run()
         if getattr(self, "editable_mode", False):
             return  # an editable install reads the source tree itself

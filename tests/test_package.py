@@ -74,7 +74,7 @@ def test_experiment_search_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(resources.EXPERIMENT_PATH_ENV, f"{tmp_path / 'missing'}{os.pathsep}{extra}")
     found = list_experiments(with_origin=True)
-    assert found["quickstart"] == (Path("tasks") / "quickstart.yaml", "./tasks") or found["quickstart"][1] == "./tasks"
+    assert found["quickstart"][1] == "./tasks" and found["quickstart"][0].resolve() == (local / "quickstart.yaml").resolve()
     assert found["only-here"][1] == "$SUBBENCH_EXPERIMENT_PATH"
     assert found["mlp-aux-logits"] == (REPO / "tasks" / "mlp-aux-logits.yaml", "shipped")
     assert find_experiment("quickstart").resolve() == (local / "quickstart.yaml").resolve()
