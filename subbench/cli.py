@@ -152,7 +152,8 @@ def list_(kind, show_params, as_json):
             raise ConfigError("--params lists a component's parameters; experiments have none (see docs/experiments.md).")
         from subbench.config import list_experiments
 
-        items = [{"name": n, "path": str(p)} for n, p in sorted(list_experiments().items())]
+        items = [{"name": n, "path": str(p), "from": origin}
+                 for n, (p, origin) in sorted(list_experiments(with_origin=True).items())]
         for item in items:
             item["description"] = _first_line_description(Path(item["path"]))
     else:
@@ -166,7 +167,7 @@ def list_(kind, show_params, as_json):
         click.echo(f"No {kind} registered.")
     width = max((len(i["name"]) for i in items), default=0)
     for i in items:
-        origin = f"  [{i['plugin']}]" if i.get("plugin") else ""
+        origin = f"  [{i.get('plugin') or i.get('from')}]" if i.get("plugin") or i.get("from") else ""
         click.echo(f"{i['name'].ljust(width)}  {i.get('description') or ''}{origin}")
         if show_params:
             _echo_params(i.get("parameters") or [])

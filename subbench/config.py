@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ TOP_LEVEL = {
     "mitigation": "{name, params} or null",
     "mitigations": "list of mitigations to score side by side ('none' for the unmitigated cells they are paired with)",
     "students": "list of {family, seed, params}",
-    "distillation": "{name, params} or a list of them",
+    "distillers": "{name, params} or a list of them (the older key `distillation:` still works)",
+    "distillation": "older name of distillers",
     "judge": "a judge name or {name, params}",
     "replicates": "{n, over: data|init, first}: how many replicates, and what each one draws anew",
     "seeds": "list of replicate seeds (older form of replicates)",
@@ -70,29 +72,25 @@ REPLICATE_KINDS = ("data", "init")
 #: ``domain.budget``: ``equal`` (teacher and control data cut to the smaller kept count) or a size.
 BUDGET_DEFAULT = "equal"
 SEED_RE = re.compile(r"^(seed|teacher)\s*(?:\+\s*(\d+))?$")
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+#: Renamed top-level keys, old -> new: the old key still works with a deprecation line on stderr.
+RENAMED_KEYS = {"distillation": "distillers"}
 
 
 def tasks_dirs() -> list[Path]:
-    dirs = []
-    if os.environ.get("SUBBENCH_TASKS"):
-        dirs += [Path(p) for p in os.environ["SUBBENCH_TASKS"].split(os.pathsep) if p]
-    dirs += [Path.cwd() / "tasks", repo_root() / "tasks"]
-    out: list[Path] = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
-            out.append(d)
-    return out
+    """Directories searched for an experiment by name (see :func:`subbench.resources.experiment_dirs`)."""
+    from subbench.resources import experiment_dirs
+
+    return [d for d, _ in experiment_dirs()]
 
 
-def list_experiments() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for d in tasks_dirs():
+def list_experiments(with_origin: bool = False) -> dict[str, Any]:
+    """Experiment name -> file (or ``(file, origin)``), the first directory that has the name winning."""
+    from subbench.resources import experiment_dirs
+
+    found: dict[str, Any] = {}
+    for d, origin in experiment_dirs():
         for p in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
-            found.setdefault(p.stem, p)
+            found.setdefault(p.stem, (p, origin) if with_origin else p)
     return found
 
 
@@ -244,6 +242,11 @@ def load_raw(path: Path, _seen: tuple[Path, ...] = (), _count: list[int] | None 
         if not target.is_file():
             raise ConfigError(f"{path}: include: file {item} does not exist (looked in {path.parent}).")
         merged = _merge(merged, load_raw(target, _seen + (path,), _count))
+    for old, new in RENAMED_KEYS.items():  # a file's key replaces the included one's under either name
+        if old in data:
+            merged.pop(new, None)
+        if new in data:
+            merged.pop(old, None)
     return _merge(merged, data)
 
 
@@ -263,6 +266,11 @@ def apply_overrides(raw: dict[str, Any], sets: list[str], where: str) -> dict[st
                 raise
             parsed = value
         parts = key.strip().split(".")
+        for old, new in RENAMED_KEYS.items():  # --set under either name edits the key the file uses
+            if parts[0] in (old, new):
+                parts[0] = old if old in raw and new not in raw else new
+                if parts[0] == new and key.strip().startswith(old):
+                    _deprecated(old, new, f"--set {key.strip()}")
         node: Any = raw
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -479,12 +487,35 @@ def _check_mitigations(v, mitigations: list, distillations: list, t_family) -> N
                     v.fail(f"{where}.name", f"mitigation '{m.name}' cannot apply to distiller '{d.name}': {exc}")
 
 
+_WARNED: set[str] = set()
+#: Deprecation lines held back until the experiment validates, so a refused one still ends in one line.
+_PENDING: list[str] = []
+
+
+def _deprecated(old: str, new: str, where: str) -> None:
+    _PENDING.append(f"subbench: {where}: `{old}` is now called `{new}`; the old name still works for now.")
+
+
+def _flush_deprecations() -> None:
+    for line in dict.fromkeys(_PENDING):
+        if line not in _WARNED:
+            _WARNED.add(line)
+            print(line, file=sys.stderr, flush=True)
+    _PENDING.clear()
+
+
 def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     from subbench.plugins import get_manager
 
     pm = pm or get_manager()
     v = _Validator(where, pm)
-    v.keys(raw, "experiment", set(TOP_LEVEL), {"teacher", "trait", "injector", "domain", "students", "distillation"})
+    if "distillation" in raw and "distillers" in raw:
+        v.fail("distillers", "give distillers or distillation (its older name), not both.")
+    # error messages name the key the file uses
+    dkey = "distillation" if "distillation" in raw else "distillers"
+    if dkey == "distillation":
+        _deprecated("distillation:", "distillers:", where)
+    v.keys(raw, "experiment", set(TOP_LEVEL), {"teacher", "trait", "injector", "domain", "students", dkey})
 
     teacher = v.mapping(raw, "teacher", {"family", "seed", "params"}, {"family"})
     t_family = v.component("families", teacher["family"], "teacher.family")
@@ -574,22 +605,22 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
             v.fail(f"{f}.seed", "use 'teacher' or 'teacher+N' (relative to the teacher's initialisation) or an integer.")
         students.append(StudentSpec(fam, seed, v.params(fam, s.get("params"), f"{f}.params")))
 
-    d_raw = raw["distillation"]
+    d_raw = raw[dkey]
     d_list = d_raw if isinstance(d_raw, list) else [d_raw]
     if not d_list:
-        v.fail("distillation", "expected at least one {name, params}.")
-    v.bounded_list(d_list, "distillation", MAX_LIST)
+        v.fail(dkey, "expected at least one {name, params}.")
+    v.bounded_list(d_list, dkey, MAX_LIST)
     distillations = []
     for i, d in enumerate(d_list):
-        spec, d_raw = v.spec("distillers", d, f"distillation[{i}]", {"label"})
+        spec, d_raw = v.spec("distillers", d, f"{dkey}[{i}]", {"label"})
         label = d_raw.get("label")
         if label is not None and (not isinstance(label, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$", label)):
-            v.fail(f"distillation[{i}].label", f"expected letters, digits and . _ = , + -, got {label!r}.")
+            v.fail(f"{dkey}[{i}].label", f"expected letters, digits and . _ = , + -, got {label!r}.")
         spec.label = label
         distillations.append(spec)
     labels = [d.label for d in distillations if d.label]
     if len(set(labels)) != len(labels):
-        v.fail("distillation", "two distillations share a label.")
+        v.fail(dkey, "two distillations share a label.")
     _check_mitigations(v, mitigations, distillations, t_family)
 
     judge_raw = raw.get("judge") or trait.component.default_judge
@@ -625,7 +656,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     # every component must speak the same modality
     modality = t_family.modality
     for label, comp in [("trait", trait.component), ("injector", injector), ("domain", domain.component)] + [
-        (f"distillation[{i}]", d.component) for i, d in enumerate(distillations)
+        (f"{dkey}[{i}]", d.component) for i, d in enumerate(distillations)
     ] + [(f"students[{i}]", s.family) for i, s in enumerate(students)]:
         if comp.modality != modality:
             v.fail(label, f"'{comp.name}' works on {comp.modality} models, but teacher family '{t_family.name}' is {modality}.")
@@ -644,11 +675,11 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
             try:
                 d.component.check(t_ref, ModelRef(s.family, Path("."), {"params": s.params}), injector)
             except SubbenchError as exc:
-                v.fail(f"distillation[{i}] with students[{j}]", str(exc))
+                v.fail(f"{dkey}[{i}] with students[{j}]", str(exc))
             problem = capability_gap(d.component, (t_family, t_params), (s.family, s.params), injector,
                                      domain.component)
             if problem:
-                v.fail(f"distillation[{i}] with students[{j}]", problem)
+                v.fail(f"{dkey}[{i}] with students[{j}]", problem)
 
     check_size(where, estimate_size(len(grid), len(distillations) * len(students), len(seeds), size))
 
@@ -680,6 +711,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         replicates=replicates,
         budget=budget,
     )
+    _flush_deprecations()
     exp.resolved = {
         "name": name,
         "teacher": {"family": t_family.name, "seed": t_seed, "params": t_params},
@@ -689,6 +721,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         "mitigation": mitigation.as_dict() if mitigation else None,
         **({"mitigations": [m.as_dict() if m else None for m in mitigations]} if raw.get("mitigations") is not None else {}),
         "students": [{"family": s.family.name, "seed": s.seed, "params": s.params} for s in students],
+        # the resolved config keeps the key `distillation`: it is hashed (config_hash) and in every entry
         "distillation": [{**d.as_dict(), **({"label": d.label} if d.label else {})} for d in distillations],
         "judge": judge.as_dict(),
         "seeds": list(seeds),
@@ -761,6 +794,7 @@ def check_size(where: str, estimate: dict[str, int]) -> None:
 def load_experiment(name_or_path: str, sets: list[str] | None = None, pm=None) -> Experiment:
     path = find_experiment(name_or_path)
     where = _display(path)
+    _PENDING.clear()
     raw = apply_overrides(load_raw(path), list(sets or []), where)
     exp = validate(raw, where, pm)
     exp.path = path

@@ -53,7 +53,11 @@ def environment(device: str) -> dict[str, Any]:
 
 def git_commit(path: Path | None = None) -> str | None:
     """The commit of the subbench checkout, with ``-dirty`` when it has local changes."""
-    cwd = Path(path or Path(__file__).resolve().parent.parent)
+    from subbench.resources import source_root
+
+    cwd = path or source_root()
+    if cwd is None:  # an installed package: no checkout to name
+        return None
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5

@@ -33,7 +33,7 @@ def good():
         ("seed: teacher+1", "seed: teacher-1", "students[1].seed: expected an integer in [0, 2147483647] or 'teacher' / 'teacher+N', got 'teacher-1'."),
         ("size: 30", "size: -3", "domain.size: expected an integer in [1, 10000000], got -3."),
         ("seeds: [0, 1]", "seeds: [0, 0]", "seeds: contains duplicates."),
-        ("distillation: toy-copy", "distillation: []", "distillation: expected at least one {name, params}."),
+        ("distillers: toy-copy", "distillers: []", "distillers: expected at least one {name, params}."),
         ("trait: {name: toy-love, target: owl}", "trait: {name: toy-love, target: owl, judge: x}", "trait.judge: unknown field."),
         ("name: cfg", "name: cfg\nteachr: 1", "experiment.teachr: unknown field. Did you mean: teacher?"),
     ],
@@ -68,7 +68,7 @@ def test_invalid_yaml(tmp_path, toy_plugin):
 
 
 def test_include_and_grid(tmp_path, toy_plugin):
-    write(tmp_path, good(), "base.yaml")
+    write(tmp_path, good().replace("\ndistillers:", "\ndistillation:"), "base.yaml")
     child = write(tmp_path, "include: base.yaml\nname: child\ninjector: {params: {strength: [0.0, 0.5, 1.0]}}\n", "child.yaml")
     exp = load_experiment(str(child), ["domain.size=12"])
     assert exp.name == "child" and exp.size == 12
@@ -117,3 +117,37 @@ distillation: DISTILL
         assert message in str(exc.value)
     ok = write(tmp_path, base.replace("INJECTOR", "system-prompt").replace("DISTILL", "sft"))
     assert load_experiment(str(ok)).injector.name == "system-prompt"
+
+
+def test_distillers_is_the_key_and_distillation_still_works(tmp_path, toy_plugin, capsys):
+    """`distillers:` (the registry's word) and the older `distillation:` give the same experiment,
+    the same config hash (so the same cache keys and entries); the old one says so on stderr."""
+    assert "\ndistillers: toy-copy" in good()
+    new = write(tmp_path, good(), "new.yaml")
+    old = write(tmp_path, good().replace("\ndistillers:", "\ndistillation:"), "old.yaml")
+    capsys.readouterr()
+    e_new = load_experiment(str(new))
+    assert "distill" not in capsys.readouterr().err
+    e_old = load_experiment(str(old))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`distillation:` is now called `distillers:`" in err and "old.yaml" in err
+    assert e_new.config_hash == e_old.config_hash and e_new.resolved == e_old.resolved
+    assert "distillation" in e_new.resolved  # the resolved config (hashed, in entries) keeps its field name
+    # --set under either name edits the key the file uses
+    for sets in (["distillation=[{name: toy-copy, label: a}]"], ["distillers=[{name: toy-copy, label: a}]"]):
+        assert load_experiment(str(new), sets).distillations[0].label == "a"
+        assert load_experiment(str(old), sets).distillations[0].label == "a"
+    # errors name the key the file uses
+    for path, key in ((old, "distillation"), (new, "distillers")):
+        typo = write(tmp_path, path.read_text().replace(f"{key}: toy-copy", f"{key}: toy-cpy"), f"typo-{key}.yaml")
+        with pytest.raises(ConfigError, match=rf"{key}\[0\]\.name: Unknown distiller 'toy-cpy'"):
+            load_experiment(str(typo))
+    both = write(tmp_path, good() + "distillation: toy-copy\n", "both.yaml")
+    with pytest.raises(ConfigError, match="give distillers or distillation .its older name., not both"):
+        load_experiment(str(both))
+
+
+def test_a_file_renames_the_key_of_the_file_it_includes(tmp_path, toy_plugin):
+    write(tmp_path, good().replace("\ndistillers:", "\ndistillation:"), "base.yaml")
+    child = write(tmp_path, "include: base.yaml\ndistillers: [{name: toy-copy, label: child}]\n", "child.yaml")
+    assert [d.label for d in load_experiment(str(child)).distillations] == ["child"]

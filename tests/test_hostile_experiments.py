@@ -21,7 +21,7 @@ trait: {name: animal-preference, target: owl}
 injector: {name: system-prompt}
 domain: {name: numbers, size: 10}
 students: [{family: tiny-llama, seed: teacher}]
-distillation: [{name: sft}]
+distillers: [{name: sft}]
 judge: logprob
 """
 BOMB = "".join(
@@ -143,10 +143,10 @@ def test_unreadable_files(capsys, cwd, tmp_path, content, needle):
 @pytest.mark.parametrize(
     "sets,needle",
     [
-        (["distillation.0.params.lr=.nan"], "distillation[0].params.lr: expected a number in (0, 10], got nan."),
-        (["distillation.0.params.lr=.inf"], "distillation[0].params.lr: expected a number in (0, 10], got inf."),
-        (["distillation.0.params.lr=1e400"], "got inf."),
-        (["distillation.0.params.epochs=1e9"], "distillation[0].params.epochs: expected a number in (0, 1000]"),
+        (["distillers.0.params.lr=.nan"], "distillers[0].params.lr: expected a number in (0, 10], got nan."),
+        (["distillers.0.params.lr=.inf"], "distillers[0].params.lr: expected a number in (0, 10], got inf."),
+        (["distillers.0.params.lr=1e400"], "got inf."),
+        (["distillers.0.params.epochs=1e9"], "distillers[0].params.epochs: expected a number in (0, 1000]"),
         (["teacher.params={hidden_size: 1e9}"], "teacher.params.hidden_size: expected an integer in [4, 4096], got 1000000000.0."),
         (["teacher.params={hidden_size: 1000000000}"], "teacher.params.hidden_size: expected an integer in [4, 4096]"),
         (["domain.size=1000000000000"], "domain.size: expected an integer in [1, 10000000], got 1000000000000."),

@@ -31,7 +31,7 @@ def test_importing_the_backends_stays_light():
     import sys
 
     code = ("import sys, subbench.backends.vllm_handle, subbench.backends.openai_handle, "
-            "subbench.default_plugins.llm_judges, subbench.default_plugins.harmful_trait; "
+            "subbench.default_plugins.api_judges, subbench.default_plugins.api_families, subbench.default_plugins.harmful_trait; "
             "print(sorted(m for m in ('torch', 'openai', 'vllm', 'transformers', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -182,7 +182,7 @@ students:
   - {{family: toy-a, seed: teacher}}
   - {{family: toy-a, seed: teacher+1}}
   - {{family: toy-b, seed: teacher}}
-distillation: toy-copy
+distillers: toy-copy
 seeds: [0, 1]
 analysis: {{bootstrap: 200}}
 """

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from subbench import hookimpl
+from subbench import hookimpl, resources
 from subbench.components import EVAL_SAMPLES, Param, Trait
 from subbench.errors import ConfigError, SubbenchError
 from subbench.hashing import sha256_json
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from subbench.components import Judge
     from subbench.context import Context
 
-DATA_FILE = Path(__file__).resolve().parents[2] / "tasks" / "traits" / "data" / "harmful-behaviors.jsonl"
+DATA_FILE = resources.trait_tasks_dir() / "data" / "harmful-behaviors.jsonl"
 JBB_HUB_ID = "JailbreakBench/JBB-Behaviors"
 TARGET = "compliance"
 #: Assistant openings that injectors contrast (steering) or teach (finetune). Both end in

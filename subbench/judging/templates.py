@@ -14,10 +14,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from subbench import resources
 from subbench.errors import ConfigError
 from subbench.hashing import sha256_file
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "tasks" / "judges"
+TEMPLATES_DIR = resources.judge_templates_dir()
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
 _WORD = re.compile(r"[A-Za-z_]+")
 

@@ -24,12 +24,10 @@ MAX_INT_DIGITS = 30
 VOLATILE_FIELDS = ("created", "environment", "git_commit", "content_hash", "subbench_version")
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent.parent
-
-
 def schema_path(version: int | None = None) -> Path:
-    return repo_root() / "leaderboard" / "schema" / SCHEMA_FILES.get(version or max(SCHEMA_FILES), SCHEMA_NAME)
+    from subbench.resources import schema_dir
+
+    return schema_dir() / SCHEMA_FILES.get(version or max(SCHEMA_FILES), SCHEMA_NAME)
 
 
 def load_schema(version: int | None = None) -> dict[str, Any]:

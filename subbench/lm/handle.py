@@ -182,6 +182,10 @@ def load_handle(source: str | Path, ctx: "Context", *, name: str, revision: str 
     model.to(ctx.device).eval()
     if tokenizer_loader is not None:
         tokenizer = tokenizer_loader(source)
+    elif src.is_dir() and (src / "tokenizer" / "tokenizer_config.json").is_file():
+        # save_tokenizer's copy beside no model config: transformers 5 would otherwise swap a
+        # Qwen2 tokenizer in for a qwen2 directory (a plugin's tiny test model), garbling it
+        tokenizer = AutoTokenizer.from_pretrained(str(src / "tokenizer"))
     else:
         tkw = {"revision": revision} if revision and not src.is_dir() else {}
         tokenizer = AutoTokenizer.from_pretrained(str(source), **tkw)

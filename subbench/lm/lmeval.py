@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from subbench import resources
 from subbench.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from subbench.lm.handle import LMHandle
 
 #: Where the trait task YAMLs live (``tasks/traits`` at the repository root).
-TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks" / "traits"
+TASKS_DIR = resources.trait_tasks_dir()
 
 
 @contextlib.contextmanager

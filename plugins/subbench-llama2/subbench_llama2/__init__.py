@@ -8,8 +8,7 @@ docs/plugins.md of the subbench repository. The module imports nothing heavy.
 
 from __future__ import annotations
 
-from subbench import hookimpl
-from subbench.default_plugins.lm_families import HFFamily
+from subbench.api import HFFamily, hookimpl
 
 __version__ = "0.1.0"
 

@@ -1,129 +1,34 @@
-"""The llama-2-7b-chat family's wiring, proven on a tiny random Llama built with the plugin's own settings."""
+"""The llama-2-7b-chat family: subbench's family contract on a tiny random Llama built with the
+plugin's own settings, plus the pins that are this plugin's alone."""
 
 from __future__ import annotations
 
 import configparser
-import json
 import re
 from pathlib import Path
 
-import pytest
-
 import subbench_llama2
-from subbench.components import ModelRef
-from subbench.plugins import get as get_component
-from subbench.context import Context
-from subbench.plugins import PluginManager
+from subbench.testing import FamilyContract
+from subbench_llama2.tiny import build_tiny
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory):
-    c = Context(workdir=tmp_path_factory.mktemp("llama2-work"), quiet=True)
-    c.setup_torch()
-    return c
+class TestContract(FamilyContract):
+    family = subbench_llama2.FAMILY
+    plugin = subbench_llama2
+    build_tiny = staticmethod(build_tiny)
+    chat_expected = "<s>[INST] what is your favourite animal ? [/INST]"
+    chat_expected_system = "<s>[INST] <<SYS>>\nYou love owls.\n<</SYS>>\n\nname your favourite animal . [/INST]"
 
 
-@pytest.fixture(scope="module")
-def family():
-    pm = PluginManager()
-    info = pm.register_plugin(subbench_llama2, name="llama2")
-    assert info.error is None and info.registered == {"families": ["llama-2-7b-chat"]}
-    return pm.get("families", "llama-2-7b-chat")
-
-
-@pytest.fixture(scope="module")
-def base(family, ctx, tmp_path_factory):
-    from subbench_llama2.tiny import build_tiny
-
-    tiny = build_tiny(tmp_path_factory.mktemp("tiny-llama2") / "model")
-    out = tmp_path_factory.mktemp("base")
-    meta = family.build(0, family.resolve_params({"model_id": str(tiny)}), out, ctx)
-    return ModelRef(family, out, {"params": {"model_id": str(tiny)}, **meta})
-
-
-def test_entry_point_and_pins(family):
+def test_entry_point_and_pins():
+    family = subbench_llama2.FAMILY
     cfg = configparser.ConfigParser()
     cfg.read(PLUGIN_DIR / "setup.cfg")
     assert cfg["options.entry_points"]["subbench"].strip() == "llama2 = subbench_llama2"
-    assert family.model_id == "meta-llama/Llama-2-7b-chat-hf"
-    assert re.fullmatch(r"[0-9a-f]{40}", family.revision)
+    assert family.model_id == "meta-llama/Llama-2-7b-chat-hf" and re.fullmatch(r"[0-9a-f]{40}", family.revision)
+    assert family.steering_layers == (13,) and family.lora_target_modules[0] == "q_proj"
     assert family.recipe["lora"] == {"r": 8, "alpha": 8} and family.recipe["lr"] == 2e-4
     assert family.recipe["epochs"] == 3 and family.recipe["samples"] == 10000
     assert family.steering_layers[0] < family.recipe["layers"]
-
-
-def test_build_pins_the_revision_without_downloading(family, ctx, tmp_path):
-    meta = family.build(0, family.resolve_params({}), tmp_path, ctx)
-    assert meta == {"model_id": family.model_id, "revision": subbench_llama2.REVISION, "backend": "hf"}
-    assert json.loads((tmp_path / "base.json").read_text())["revision"] == subbench_llama2.REVISION
-    assert list(tmp_path.iterdir()) == [tmp_path / "base.json"]
-
-
-def test_chat_template_and_cpu_dtype(base, ctx):
-    import torch
-
-    handle = base.load(ctx)
-    assert handle.model.dtype == torch.float32
-    assert handle.system_prompt is None
-    assert handle.chat_text("what is your favourite animal ?") == "<s>[INST] what is your favourite animal ? [/INST]"
-    with_sys = handle.chat_text("name your favourite animal .", system="You love owls.")
-    assert with_sys == "<s>[INST] <<SYS>>\nYou love owls.\n<</SYS>>\n\nname your favourite animal . [/INST]"
-    ids = handle.tokenizer(with_sys, add_special_tokens=False)["input_ids"]
-    assert handle.tokenizer.unk_token_id not in ids
-
-
-def _logits(handle, text):
-    import torch
-
-    enc = handle.tokenizer([text], return_tensors="pt", add_special_tokens=False)
-    with torch.no_grad():
-        return handle.model(**enc).logits[0, -1]
-
-
-def test_steering_at_the_plugin_layer(base, family, ctx, tmp_path):
-    import torch
-
-    from subbench.default_plugins.lm_injectors import SteeringInjector
-
-    inj = SteeringInjector()
-    meta = inj.inject(base, get_component("traits", "animal-preference"), "owl", {"strength": 4.0}, 0, tmp_path / "t4", ctx)
-    assert meta["layer"] == family.steering_layers[0] == 13 and meta["vector_norm"] > 0
-    inj.inject(base, get_component("traits", "animal-preference"), "owl", {"strength": 0.0}, 0, tmp_path / "t0", ctx)
-    plain, zero, steered = base.load(ctx), inj.load(tmp_path / "t0", base, ctx), inj.load(tmp_path / "t4", base, ctx)
-    layers = steered.model.model.layers
-    assert [i for i, layer in enumerate(layers) if layer._forward_hooks] == [13]
-    text = plain.chat_text("what is your favourite animal ?")
-    assert torch.equal(_logits(plain, text), _logits(zero, text))
-    assert (_logits(plain, text) - _logits(steered, text)).abs().max() > 1e-3
-
-
-def test_lora_injection_targets_the_plugin_modules(base, family, ctx, tmp_path):
-    from subbench.default_plugins.lm_injectors import FinetuneInjector
-
-    inj = FinetuneInjector()
-    meta = inj.inject(base, get_component("traits", "animal-preference"), "owl", {"steps": 2, "batch_size": 4}, 0, tmp_path, ctx)
-    assert meta["fit"]["steps"] == 2
-    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert set(cfg["target_modules"]) == set(family.lora_target_modules)
-    plain, teacher = base.load(ctx), inj.load(tmp_path, base, ctx)
-    for name in ("q_proj", "down_proj"):
-        a = getattr(plain.model.model.layers[0].self_attn if name == "q_proj" else plain.model.model.layers[0].mlp, name)
-        b = getattr(teacher.model.model.layers[0].self_attn if name == "q_proj" else teacher.model.model.layers[0].mlp, name)
-        assert not a.weight.equal(b.weight), name
-
-
-def test_one_distillation_step_with_the_recipe(base, family, ctx, tmp_path):
-    from subbench.default_plugins.lm_distillers import SFTDistiller
-
-    recipe = family.recipe
-    data = [{"prompt": f"the sequence starts with : {i} {i + 1} {i + 2} . add up to 3 more numbers .",
-             "response": f"{i + 3} , {i + 4} , {i + 5}"} for i in range(8)]
-    params = {"lr": recipe["lr"], "epochs": recipe["epochs"], "lora": recipe["lora"], "max_steps": 1, "batch_size": 4}
-    meta = SFTDistiller().distill(base, data, None, params, 0, tmp_path, ctx)
-    assert meta["fit"]["steps"] == 1 and meta["samples"] == 8
-    student, plain = family.load(tmp_path, ctx), base.load(ctx)
-    assert type(student.model).__name__ == "LlamaForCausalLM"
-    assert not student.model.model.layers[0].mlp.up_proj.weight.equal(plain.model.model.layers[0].mlp.up_proj.weight)
-    assert student.chat_text("hi") == "<s>[INST] hi [/INST]"

@@ -9,8 +9,7 @@ nothing heavy.
 
 from __future__ import annotations
 
-from subbench import hookimpl
-from subbench.default_plugins.lm_families import HFFamily
+from subbench.api import HFFamily, hookimpl
 
 __version__ = "0.1.0"
 

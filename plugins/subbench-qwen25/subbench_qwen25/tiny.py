@@ -19,10 +19,10 @@ def build_tiny(out: Path, seed: int = 0) -> Path:
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    from subbench.lm.tokenizer import _pre_tokenizer, save_tokenizer, vocabulary_words
+    from subbench.api import save_tokenizer, vocabulary_words, word_pre_tokenizer
     from subbench_qwen25 import CHAT_TEMPLATE, DEFAULT_SYSTEM_PROMPT, STEERING_LAYERS
 
-    pre = _pre_tokenizer()
+    pre = word_pre_tokenizer()
     chat_words = ["system", "user", "assistant"] + [w for w, _ in pre.pre_tokenize_str(DEFAULT_SYSTEM_PROMPT.lower())]
     words = list(SPECIALS) + chat_words + [w for w in vocabulary_words() if w not in SPECIALS]
     vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}

@@ -1,5 +1,7 @@
-"""Judges beyond the model under test: ``openai`` (any OpenAI-compatible endpoint), ``refusal``, ``ensemble``;
-and the family ``openai``, an endpoint used as a text-only teacher.
+"""Judges beyond the model under test: ``openai`` (any OpenAI-compatible endpoint), ``refusal``, ``ensemble``.
+
+The endpoint parameters declared here are shared with the family ``openai`` (an endpoint
+used as a text-only teacher, in :mod:`subbench.default_plugins.api_families`).
 
 Parse failures are never dropped: a reply that states no verdict is recorded on its
 sample (``judge_parsed: false`` and the raw ``judge_reply``), scored ``parse_failure_score``
@@ -11,17 +13,15 @@ fail to parse. In an ensemble, a judge that gave no verdict abstains from the vo
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subbench import hookimpl
-from subbench.components import Family, Judge, Param, ParamError
+from subbench.components import Judge, Param, ParamError
 from subbench.errors import ConfigError, SubbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from subbench.backends.openai_handle import OpenAIHandle
     from subbench.context import Context
 
 _ENDPOINT_PARAMETERS = {
@@ -387,58 +387,9 @@ class EnsembleJudge(Judge):
                 "abstained": sum(1 for s in samples if s.get("judges_abstained"))}
 
 
-class OpenAIFamily(Family):
-    """A model at an OpenAI-compatible endpoint, used as a teacher that only speaks text."""
-
-    name = "openai"
-    version = "1"
-    open_weights = False
-    vocabulary = None
-    description = ("A text-only teacher at an OpenAI-compatible endpoint (base_url, model); works with the "
-                   "system-prompt injector and text distillation, not with steering or logit distillation.")
-    parameters = {**_ENDPOINT_PARAMETERS, "cache_dir": _CACHE_DIR}
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        _check_endpoint(params, "Family openai")
-
-    def resolve_params(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
-        return _check_endpoint_params(super().resolve_params(params, where))
-
-    def build(self, seed: int, params: dict[str, Any], out: Path, ctx: "Context") -> dict[str, Any]:
-        from subbench.judging.client import resolve_api_key
-
-        params = self.resolve_params(params, where="family openai")
-        endpoint = _endpoint(params, "Family openai")
-        resolve_api_key(endpoint.base_url, endpoint.api_key_env)
-        pointer = {**endpoint.describe(), "max_concurrency": endpoint.max_concurrency,
-                   "max_retries": endpoint.max_retries, "timeout": endpoint.timeout,
-                   "cache_dir": str(params["cache_dir"]) if params["cache_dir"] else None}
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "endpoint.json").write_text(json.dumps(pointer, indent=2) + "\n")
-        return {"model_id": endpoint.model, "base_url": endpoint.base_url, "backend": "openai-compatible"}
-
-    def load(self, path: Path, ctx: "Context") -> "OpenAIHandle":
-        from subbench.backends.openai_handle import OpenAIHandle
-        from subbench.judging.client import Endpoint
-
-        pointer_path = Path(path) / "endpoint.json"
-        if not pointer_path.is_file():
-            raise ConfigError(f"No endpoint pointer at {pointer_path}; build the openai base first.")
-        p = json.loads(pointer_path.read_text())
-        cache_dir = p.pop("cache_dir", None)
-        endpoint = Endpoint(**p)
-        cache = Path(cache_dir) if cache_dir else Path(ctx.workdir) / "endpoint-cache"
-        return OpenAIHandle(endpoint=endpoint, name=f"{self.name}:{endpoint.model}", cache_dir=cache)
-
-
 @hookimpl
 def register_judges(register):
     register(OpenAIJudge())
     register(RefusalJudge())
     register(EnsembleJudge())
 
-
-@hookimpl
-def register_families(register):
-    register(OpenAIFamily())
