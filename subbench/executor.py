@@ -170,7 +170,11 @@ def run_node(payload: dict[str, Any]) -> dict[str, Any]:
         from subbench.context import env_threads
 
         os.environ.setdefault("SUBBENCH_THREADS", str(env_threads()))
-        exp = validate(payload["raw"], payload["where"])
+        import contextlib
+        import io
+
+        with contextlib.redirect_stderr(io.StringIO()):  # the parent already said what validation says
+            exp = validate(payload["raw"], payload["where"])
         runner = Runner(exp, workdir=Path(payload["workdir"]), out=Path(payload["workdir"]) / "out",
                         device=payload["device"], quiet=True, fresh=payload["fresh"], worker=True)
         _WORKER.update(ident=ident, runner=runner)
