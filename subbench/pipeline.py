@@ -527,6 +527,9 @@ class Runner:
         plan = build_plan(self.exp)
         arts = execute(self, plan)
         self._models.clear()
+        if self.timeline:  # which stages ran side by side, on which worker (benchmarks/executor.py draws it)
+            (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.workdir / "logs" / "timeline.json", json.dumps(self.timeline, indent=1) + "\n")
         return self.entries(self.cells(plan, arts))
 
     def cells(self, plan, arts: dict[str, Artifact]) -> list[Cell]:

@@ -161,7 +161,7 @@ def _load(tmp_path, *sets):
 
 
 def test_record_kinds_are_matched_before_any_stage(tmp_path, declaring):
-    with pytest.raises(ConfigError, match=r"distillation\[0\] with students\[0\]: distiller 'toy-noise-copy' trains on "
+    with pytest.raises(ConfigError, match=r"distillers\[0\] with students\[0\]: distiller 'toy-noise-copy' trains on "
                                           r"toy-noise records, which domain 'toy-numbers' does not write"):
         _load(tmp_path, "distillation=toy-noise-copy")
     exp = _load(tmp_path, "distillation=toy-noise-copy", "domain.name=toy-noise-domain")
