@@ -147,7 +147,12 @@ def _parallel(runner, plan, pool) -> dict[str, Any]:
                 runner.stats["run"] += 1
             else:
                 runner.stats["cached"] += 1
-            arts[node.id] = runner.store.open(m.stage, m.key)
+            # probe again: a node whose op is several stages (sample, then score) may have more to do
+            missing.pop(node.id, None)
+            try:
+                arts[node.id] = runner.call(node, arts, probe=True, count=False)
+            except Missing:
+                waiting[node.id] = node
             runner.timeline.append({"stage": m.stage, "label": m.label, "start": round(t0 - started_all, 2),
                                     "end": round(time.time() - started_all, 2), "worker": outcome.get("worker"),
                                     "ran": bool(outcome.get("ran"))})

@@ -86,7 +86,7 @@ class Runner:
         self.store = ArtifactStore(self.workdir / "artifacts", fresh=fresh, clean=not worker)
         self._models: OrderedDict[str, Any] = OrderedDict()
         self._torch_ready = False
-        self._probe = False
+        self._probe, self._count = False, True
         self.stats = {"run": 0, "cached": 0}
         self.timeline: list[dict[str, Any]] = []  # stages run by workers: start/end seconds, worker pid
 
@@ -118,7 +118,7 @@ class Runner:
     def _stage(self, stage: str, label: str, inputs: dict[str, Any], fn: Callable[[Path], dict[str, Any]]) -> Artifact:
         found = self.store.lookup(stage, inputs)
         if found is not None:
-            self.stats["cached"] += 1
+            self.stats["cached"] += self._count
             return found
         if self._probe:  # the executor asks whether it is cached, to send it to a worker if not
             raise Missing(stage, self.store.key(inputs), label)
@@ -146,14 +146,17 @@ class Runner:
         self.ctx.log(f"[{stage}] {label} done in {time.time() - started:.1f}s")
         return art
 
-    def call(self, node, arts: dict[str, Artifact], probe: bool = False) -> Artifact:
-        """Run (or, with ``probe``, only look up) ``node`` given the artifacts of the nodes it reads."""
+    def call(self, node, arts: dict[str, Artifact], probe: bool = False, count: bool = True) -> Artifact:
+        """Run (or, with ``probe``, only look up) ``node`` given the artifacts of the nodes it reads.
+
+        ``count=False``: a lookup of what a worker just produced is not counted as cached.
+        """
         deps = {name: arts[dep.id] for name, dep in node.deps.items()}
-        self._probe = probe
+        self._probe, self._count = probe, count
         try:
             return getattr(self, node.op)(deps, **node.args)
         finally:
-            self._probe = False
+            self._probe, self._count = False, True
 
     def _components(self) -> list[Any]:
         """Every component a stage may call, to name the one that raised."""
