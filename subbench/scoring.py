@@ -139,3 +139,234 @@ def _check_scores(records: list[dict[str, Any]], trait: str, label: str) -> None
     for r in records:
         if not isinstance(r.get("score"), (int, float)) or isinstance(r.get("score"), bool):
             raise SubbenchError(f"Trait {trait} returned a sample without a numeric score: {r!r:.200}.")
+
+
+# -- subbench score: re-judge the samples behind existing entries ----------------------------
+
+def judge_spec(name: str, sets: list[str], trait: "Spec | None" = None) -> "Spec":
+    """``--judge NAME --set k=v``: the judge and its checked params; refuses one that needs the model."""
+    from subbench import plugins
+    from subbench.config import Spec, apply_overrides
+    from subbench.errors import ConfigError
+
+    comp = plugins.get("judges", name)  # unknown: "Unknown judge 'x'. Did you mean: ...?"
+    raw = apply_overrides({}, list(sets), "--set")
+    params = comp.resolve_params(raw, where=f"judge '{name}'")
+    if getattr(comp, "needs_model", False):
+        raise ConfigError(f"Judge '{name}' reads the model under test itself, so it cannot re-judge stored samples; "
+                          f"re-run the experiment with --set judge={name}.")
+    if trait is not None:
+        allowed = getattr(trait.component, "judges", ()) or ()
+        if allowed and name not in allowed and not getattr(comp, "combines", False):
+            raise ConfigError(f"Trait '{trait.name}' can be judged by {', '.join(allowed)}, not '{name}'.")
+    return Spec("judges", comp, params)
+
+
+def _trait_spec(entry: dict[str, Any], where: str) -> "Spec":
+    from subbench import plugins
+    from subbench.config import Spec
+
+    t = entry["trait"]
+    comp = plugins.get("traits", t["name"])
+    if str(t.get("version")) != str(comp.version):
+        raise SubbenchError(f"{where}: trait '{comp.name}' is version {t.get('version')} in the entry but "
+                            f"{comp.version} here; re-run the experiment to score it with this subbench.")
+    return Spec("traits", comp, comp.resolve_params(t.get("params") or {}, where=f"{where}: trait"))
+
+
+_KEY_CHARS = frozenset("0123456789abcdef")
+
+
+def _located(entry: dict[str, Any], group: str, i: int, store: Any, where: str) -> tuple[str, str]:
+    """(stage, key) of the samples behind replicate ``i`` of ``group``: a sample artifact, or an old evaluate one.
+
+    Only the stage and key are taken from the entry's paths; the files are read from the
+    workdir's store, never from a path the entry names.
+    """
+    arts = entry.get("artifacts") or {}
+    listed = arts.get(f"samples_{group}") or []
+    if i < len(listed):
+        return _key_of(str(listed[i].get("path", "")), ("sample", "evaluate"), where)
+    scored = arts.get(group) or []
+    if i >= len(scored):
+        raise SubbenchError(f"{where}: the entry lists no samples for its {group} model (replicate {i + 1}); "
+                            "re-run the experiment.")
+    stage, key = _key_of(str(scored[i].get("path", "")), ("score", "evaluate"), where)
+    if stage == "evaluate":  # an entry from before the sample stage: its judged records are the samples
+        return stage, key
+    sample = _meta(store, "score", key, where, group).get("inputs", {}).get("sample")
+    if not _is_key(sample):
+        raise SubbenchError(f"{where}: the {group} score artifact {key} names no sample artifact; re-run the experiment.")
+    return "sample", sample
+
+
+def _is_key(key: Any) -> bool:
+    return isinstance(key, str) and len(key) == 16 and set(key) <= _KEY_CHARS
+
+
+def _key_of(path: str, stages: tuple[str, ...], where: str) -> tuple[str, str]:
+    parts = Path(path).parts
+    if len(parts) < 3 or parts[-1] != SAMPLES or parts[-3] not in stages or not _is_key(parts[-2]):
+        raise SubbenchError(f"{where}: {path!r} is not the samples of a {' or '.join(stages)} artifact; give the "
+                            "entries as `subbench run` wrote them.")
+    return parts[-3], parts[-2]
+
+
+def _meta(store: Any, stage: str, key: str, where: str, group: str) -> dict[str, Any]:
+    import json
+
+    meta_file = store.path(stage, key) / "meta.json"
+    try:
+        return json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise SubbenchError(f"{where}: the {group} samples ({stage}/{key}) are not in {store.root}; give the --workdir "
+                            "the run used, or re-run the experiment there.") from None
+
+
+def _sample_records(store: Any, stage: str, key: str, where: str, group: str) -> tuple[list[dict[str, Any]], Path]:
+    meta = _meta(store, stage, key, where, group)
+    art = store.lookup(stage, meta.get("inputs"))  # checks the manifest (sizes, hashes) as a run would
+    if art is None:
+        raise SubbenchError(f"{where}: the {group} samples ({stage}/{key}) failed their check in {store.root}; "
+                            "re-run the experiment to rebuild them.")
+    if art.result.get("judged"):
+        raise SubbenchError(f"{where}: the {group} samples were judged while sampling (a trait that only defines "
+                            "evaluate, or a judge that needs the model), so they cannot be re-judged; re-run the "
+                            "experiment with --set judge=NAME.")
+    records = read_jsonl(art.path / SAMPLES)
+    return (strip_judged(records) if stage == "evaluate" else records), art.path
+
+
+def rescore(paths: list[Path], judge_name: str, sets: list[str], workdir: Path, out: Path,
+            ctx: "Context | None" = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Re-judge the samples behind the entries in ``paths`` with another judge; write new entries under ``out``.
+
+    Loads no model: the samples come from the workdir's artifact store, each judged
+    through a ``score`` stage (cached like a run's), and every score-derived field of the
+    entry is recomputed by :func:`subbench.cell.score_fields`; the rest (data, fits,
+    provenance of the models) is the original entry's.
+    """
+    import copy
+    import json
+
+    from subbench import __version__
+    from subbench.artifacts import ArtifactStore, atomic_write_text
+    from subbench.cell import GROUPS, reduction_fields, score_fields
+    from subbench.entry import git_commit, now, seal
+    from subbench.hashing import sha256_json
+    from subbench.leaderboard.entries import entry_files, read_entry
+    from subbench.leaderboard.validate import validate_entry
+
+    files = entry_files(paths)
+    if not files:
+        raise SubbenchError(f"No entry files in {', '.join(map(str, paths))}; give a results directory or an entry.")
+    root = Path(workdir) / "artifacts"
+    if not root.is_dir():
+        raise SubbenchError(f"No artifact store at {root}; give the --workdir the run used (its samples live there).")
+    store = ArtifactStore(root, clean=False, log=(ctx.log if ctx is not None else None))
+    stats = {"run": 0, "cached": 0}
+    created, commit = now(), git_commit()
+    done: list[tuple[Path, dict[str, Any], dict[str, Any]]] = []
+    judge: "Spec | None" = None
+    for f in files:
+        loaded = read_entry(f)
+        if loaded.entry is None:
+            raise SubbenchError(f"{f} {loaded.problems[0]}.")
+        old = loaded.entry
+        where = str(f)
+        if not isinstance(old.get("scores"), dict) or "trait" not in old:
+            raise SubbenchError(f"{where} is not a subbench entry; give entries that `subbench run` wrote.")
+        trait = _trait_spec(old, where)
+        judge = judge_spec(judge_name, sets, trait)
+        target = old["trait"].get("target")
+        n_rep = len(old["seeds"])
+        records: dict[str, list[list[dict[str, Any]]]] = {g: [] for g in GROUPS}
+        arts: dict[str, list[dict[str, str]]] = {g: [] for g in GROUPS}
+        sampled: dict[str, list[dict[str, str]]] = {f"samples_{g}": [] for g in GROUPS}
+        summaries: dict[str, list] = {}
+        for g in GROUPS:
+            for i in range(n_rep):
+                stage, key = _located(old, g, i, store, where)
+                samples, spath = _sample_records(store, stage, key, where, g)
+                label = f"{g} of {old['cell']['id']} (replicate {old['seeds'][i]})"
+
+                def fn(tmp: Path, samples=samples, label=label) -> dict[str, Any]:
+                    scored, summary = score_records(samples, trait, judge, target, ctx, label=label)
+                    write_jsonl(tmp / SAMPLES, scored)
+                    vals = [float(r["score"]) for r in scored]
+                    res = {"n": len(vals), "mean": sum(vals) / len(vals), "sha256": sha256_file(tmp / SAMPLES)}
+                    if summary:
+                        res["judge_summary"] = summary
+                    return res
+
+                art = store.produce("score", score_inputs(key, judge, stage), fn)
+                stats["cached" if art.cached else "run"] += 1
+                records[g].append(read_jsonl(art.path / SAMPLES))
+                arts[g].append(_shown(art.path / SAMPLES, workdir))
+                sampled[f"samples_{g}"].append(_shown(spath / SAMPLES, workdir))
+                if art.result.get("judge_summary"):
+                    summaries.setdefault(g, []).append(art.result["judge_summary"])
+        info = [{k: p.get(k) for k in ("seed", "teacher_seed", "student_seed", "n_train")}
+                for p in old["replicates"]["per_replicate"]] if old.get("replicates") else [{} for _ in range(n_rep)]
+        fields = score_fields(records, old["analysis"], info)
+        entry = copy.deepcopy(old)
+        entry.pop("content_hash", None)
+        config = dict(entry["experiment"]["config"])
+        config["judge"] = judge.as_dict()
+        entry["experiment"].update(config=config, config_hash="sha256:" + sha256_json(config))
+        entry["judge"] = {"model": None, "prompt_sha256": None, **judge.as_dict(), **judge.component.provenance(judge.params),
+                          "rescored": {"from": old.get("content_hash"), "judge": old.get("judge", {}).get("name"),
+                                       "created": created, "git_commit": commit, "subbench_version": __version__}}
+        if summaries:
+            entry["judge"]["summaries"] = summaries
+        entry.update(created=created, scores=fields["scores"], metrics=fields["metrics"],
+                     per_question=fields["per_question"], **fields["result"])
+        if entry.get("replicates"):
+            entry["replicates"].update(per_replicate=fields["per_replicate"], ratio_spread=fields["ratio_spread"])
+        entry["artifacts"] = {**entry["artifacts"], **arts, **sampled}
+        done.append((f, old, entry))
+    _pair_mitigations(done, reduction_fields)
+    out_entries = []
+    for f, old, entry in done:
+        entry = seal(entry)
+        problems = validate_entry(entry)
+        if problems:  # pragma: no cover - a bug here, not bad input
+            raise SubbenchError(f"The re-scored entry of {f} does not validate: {problems[0]}.")
+        dest = Path(out) / old["experiment"]["name"] / f"{old['cell']['id']}.json"
+        if dest.resolve() == f.resolve():
+            raise SubbenchError(f"--out {out} would overwrite {f}; write the re-scored entries elsewhere.")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(dest, json.dumps(entry, indent=2, sort_keys=True) + "\n")
+        out_entries.append(entry)
+    return out_entries, stats
+
+
+def _shown(path: Path, workdir: Path) -> dict[str, str]:
+    try:
+        shown = str(path.relative_to(workdir))
+    except ValueError:
+        shown = str(path)
+    return {"path": shown, "sha256": sha256_file(path)}
+
+
+def _pair_mitigations(done: list, reduction_fields) -> None:
+    """Recompute each mitigated entry's paired reduction against its re-scored unmitigated cell."""
+    from subbench.cell import GROUPS
+
+    def cell_of(e):
+        c = e["cell"]
+        return (e["experiment"]["name"], c["teacher_setting"], c["distillation"], c["student"])
+
+    plain = {cell_of(e): e for _, _, e in done if not e.get("mitigation")}
+    for f, _, e in done:
+        eff = e.get("mitigation_effect")
+        if not eff or eff.get("paired_on") is None or str(eff.get("note", "")).startswith("replicates differ"):
+            continue
+        base = plain.get(cell_of(e))
+        if base is None:
+            raise SubbenchError(f"{f}: its mitigation effect is paired with the unmitigated cell's entry; give "
+                                "RESULTS with both (the whole results directory).")
+        for k in ("note",):
+            eff.pop(k, None)
+        eff.update(reduction_fields([e["scores"][g]["samples"] for g in GROUPS],
+                                    [base["scores"][g]["samples"] for g in GROUPS], e["analysis"]))
