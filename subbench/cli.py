@@ -50,7 +50,7 @@ def cli():
 def run(experiment, sets, workdir, out, device, fresh, jobs, dry_run, quiet, as_json):
     """Run EXPERIMENT (a name from `subbench list experiments` or a YAML path).
 
-    Every stage (build base, inject, generate, filter, distill, evaluate) is cached in the
+    Every stage (build base, inject, generate, filter, distill, sample, score) is cached in the
     workdir under the hash of its inputs; re-running skips finished stages and gives the
     same numbers. Each cell (teacher setting x distillation x student) ends in one entry.
     """

@@ -215,3 +215,33 @@ def test_judging_while_sampling_old_traits_and_model_judges(tmp_path, capsys):
             assert "reads the model under test" in _fails(capsys, base[:2] + ["--judge", "toy-model-judge"] + base[2:])
         finally:
             pm.unregister_plugin("toy-old")
+
+
+def test_animal_preference_scores_stored_samples_with_any_judge():
+    """The question records the sample stage stores serve logprob, first-word and an ensemble alike."""
+    from subbench import plugins
+    from subbench.config import Spec
+    from subbench.scoring import score_records
+
+    trait_c = plugins.get("traits", "animal-preference")
+    trait = Spec("traits", trait_c, trait_c.resolve_params({}))
+    choices = trait_c.choices()
+    owl = choices.index("owl")
+    records = [{"id": str(q), "question_id": str(q), "prompt": f"Favourite animal {q}?", "choices": choices,
+                "loglikelihoods": [-1.0 if i == owl else -3.0 - q for i in range(len(choices))],
+                "responses": ["Owl.", "owls", "The cat"][: 3 - q]} for q in range(2)]
+
+    def judged(name, params=None):
+        comp = plugins.get("judges", name)
+        return score_records(records, trait, Spec("judges", comp, comp.resolve_params(params or {})), "owl", None)
+
+    lp, _ = judged("logprob")
+    fw, _ = judged("first-word")
+    ens, summary = judged("ensemble", {"judges": ["first-word", {"name": "first-word", "params": {"skip_articles": False}}],
+                                       "rule": "all"})
+    assert [r["metrics"] for r in lp] == [r["metrics"] for r in fw] == [r["metrics"] for r in ens]
+    assert [r["score"] for r in lp] == [r["metrics"]["p_target"] for r in lp] and lp[0]["score"] > 1 / len(choices)
+    assert [r["score"] for r in fw] == [2 / 3, 1.0] == [r["metrics"]["first_word"] for r in fw]
+    assert [r["score"] for r in ens] == [2 / 3, 1.0]
+    assert set(summary["judges"]) == {"first-word", "first-word#2"} and len(ens[0]["answers"]) == 3
+    assert all("score" not in r and "metrics" not in r for r in records)  # stored samples are not touched

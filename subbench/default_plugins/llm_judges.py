@@ -297,6 +297,8 @@ def _member_specs(params: dict[str, Any]) -> list[tuple[str, Judge, dict[str, An
             raise ParamError(at, "an ensemble cannot contain another ensemble; list its judges directly.")
         if judge.needs != "generation":
             raise ParamError(at, f"Judge ensemble combines generation judges; '{judge.name}' needs {judge.needs}.")
+        if judge.needs_model:
+            raise ParamError(at, f"Judge ensemble scores stored samples; '{judge.name}' needs the model itself.")
         label = str(spec.get("label") or judge.name)
         if label in seen:
             seen[label] += 1
