@@ -95,6 +95,7 @@ def test_subbench_score_matches_a_run_with_that_judge(toy_run, tmp_path):
         assert validate_entry(e) == [], name
         assert e["judge"]["name"] == "toy-cat" and e["judge"]["rescored"]["judge"] == "toy-match"
         assert e["experiment"]["config"]["judge"]["name"] == "toy-cat"
+        assert e["experiment"]["config_hash"] == ran[name]["experiment"]["config_hash"]
         for key in ("scores", "transfer_ratio", "ci95", "metrics", "per_question"):
             assert e[key] == ran[name][key], (name, key)
         assert e["replicates"]["per_replicate"] == ran[name]["replicates"]["per_replicate"]
