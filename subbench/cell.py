@@ -177,22 +177,21 @@ def mechanism(reps: list[Replicate]) -> dict[str, Any] | None:
             "v_student_norm": sum(p["v_student_norm"] for p in per) / len(per)}
 
 
-def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any], commit: str | None,
-               created: str) -> dict[str, Any]:
-    """The sealed leaderboard entry of ``cell`` (schema v2; docs/entry-format.md)."""
-    a = exp.analysis
-    reps = cell.replicates
-    s = cell.student
-    records = {g: [_scores(r.evals[g]) for r in reps] for g in GROUPS}
+def score_fields(records: dict[str, list[list[dict[str, Any]]]], a: dict[str, Any],
+                 rep_info: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything an entry states from its scored records: scores, the transfer ratio and CI, per-replicate
+    ratios and their spread, the secondary ``metrics`` and ``per_question``.
+
+    ``records`` is group -> replicate -> the score stage's records; ``rep_info`` the seeds and
+    training size of each replicate. ``make_entry`` and ``subbench score`` (re-judged
+    samples) both call this, so a re-scored entry is computed as a run's is.
+    """
     scores = {g: _group_scores(records[g]) for g in GROUPS}
     groups = [scores[g]["samples"] for g in GROUPS]
     res = transfer_ratio(*groups, min_effect=a["min_teacher_effect"], n_boot=a["bootstrap"], seed=a["bootstrap_seed"])
     per_rep = replicate_ratios(*groups, min_effect=a["min_teacher_effect"])
-    for r, pr in zip(reps, per_rep):
-        pr.update({"seed": r.seed, "teacher_seed": r.teacher_seed, "student_seed": r.student_seed,
-                   "n_train": r.budget.get("n_train")})
-    replicates = {**exp.replicates, "seeds": [r.seed for r in reps], "per_replicate": per_rep,
-                  "ratio_spread": spread([p["transfer_ratio"] for p in per_rep])}
+    for info, pr in zip(rep_info, per_rep):
+        pr.update(info)
 
     metrics: dict[str, Any] = {}
     common = set.intersection(*(set(scores[g].get("metrics", {})) for g in GROUPS))
@@ -209,6 +208,33 @@ def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any]
         rows = {g: _per_question(scores[g], m) for g in GROUPS}
         if all(rows.values()):
             per_question[m or "score"] = rows
+    return {"scores": scores, "result": res.as_dict(), "per_replicate": per_rep,
+            "ratio_spread": spread([p["transfer_ratio"] for p in per_rep]), "metrics": metrics,
+            "per_question": per_question}
+
+
+def sample_file(score_art: Artifact, workdir: Path) -> dict[str, str] | None:
+    """The samples a score artifact judged (``artifacts/sample/<key>/samples.jsonl``), None when it names none."""
+    key = (score_art.meta.get("inputs") or {}).get("sample")
+    if score_art.stage != "score" or not isinstance(key, str):
+        return None
+    path = score_art.path.parent.parent / "sample" / key
+    if not (path / "samples.jsonl").is_file():
+        return None
+    return _file(Artifact("sample", key, path, {}, True), "samples.jsonl", workdir)
+
+
+def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any], commit: str | None,
+               created: str) -> dict[str, Any]:
+    """The sealed leaderboard entry of ``cell`` (schema v2; docs/entry-format.md)."""
+    a = exp.analysis
+    reps = cell.replicates
+    s = cell.student
+    records = {g: [_scores(r.evals[g]) for r in reps] for g in GROUPS}
+    judged = score_fields(records, a, [{"seed": r.seed, "teacher_seed": r.teacher_seed, "student_seed": r.student_seed,
+                                        "n_train": r.budget.get("n_train")} for r in reps])
+    replicates = {**exp.replicates, "seeds": [r.seed for r in reps], "per_replicate": judged["per_replicate"],
+                  "ratio_spread": judged["ratio_spread"]}
 
     files: dict[str, list] = {g: [] for g in (*GROUPS, "data", "control_data", "filter_decisions")}
     domain_stats: dict[str, Any] = {"n_raw": 0, "n_kept": 0, "rejections": {}, "per_seed": []}
@@ -216,6 +242,9 @@ def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any]
     for r in reps:
         for g in GROUPS:
             files[g].append(_file(r.evals[g], "samples.jsonl", workdir))
+            sampled = sample_file(r.evals[g], workdir)
+            if sampled is not None:
+                files.setdefault(f"samples_{g}", []).append(sampled)
         files["data"].append(_file(r.data, "kept.jsonl", workdir))
         files["control_data"].append(_file(r.control_data, "kept.jsonl", workdir))
         files["filter_decisions"].append(_file(r.teacher_filter, "decisions.jsonl", workdir))
@@ -266,10 +295,10 @@ def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any]
                   **exp.judge.component.provenance(exp.judge.params)},
         "seeds": [r.seed for r in reps],
         "replicates": replicates,
-        "scores": scores,
-        **res.as_dict(),
-        "metrics": metrics,
-        "per_question": per_question,
+        "scores": judged["scores"],
+        **judged["result"],
+        "metrics": judged["metrics"],
+        "per_question": judged["per_question"],
         "flags": flags,
         "analysis": dict(a),
         "artifacts": files,
@@ -369,6 +398,23 @@ def paired_reduction(mitigated: list[list[list[float]]], unmitigated: list[list[
     return float(point), ci, float(r_m), float(r_u)
 
 
+def reduction_fields(mitigated: list[list[list[float]]], unmitigated: list[list[list[float]]],
+                     analysis: dict[str, Any]) -> dict[str, Any]:
+    """The score part of ``mitigation_effect``: the paired reduction, its CI, both ratios and a note when there is none.
+
+    Arguments are the scores of ``entry["scores"][g]["samples"]`` for the four groups.
+    """
+    red, ci, r_m, r_u = paired_reduction(mitigated, unmitigated, n_boot=analysis["bootstrap"],
+                                         seed=analysis["bootstrap_seed"], min_effect=analysis["min_teacher_effect"])
+    out: dict[str, Any] = {"transfer_reduction": red, "ci95": list(ci) if ci else None, "ratio_mitigated": r_m,
+                           "ratio_unmitigated": r_u}
+    if red is None and r_u is None:
+        out["note"] = "teacher effect below min_teacher_effect: no transfer ratio to reduce"
+    elif red is None:
+        out["note"] = f"unmitigated transfer ratio {r_u:.4f} is below {MIN_RATIO_FOR_REDUCTION}: no transfer to remove"
+    return out
+
+
 def mitigation_effect(cell: Cell, base: Cell, analysis: dict[str, Any]) -> dict[str, Any]:
     """What the defence removed (paired against ``base``, the same cell unmitigated) and what it cost.
 
@@ -386,13 +432,7 @@ def mitigation_effect(cell: Cell, base: Cell, analysis: dict[str, Any]) -> dict[
         return out
     groups = [[_scores(r.evals[g]) for r in reps] for reps in (cell.replicates, base.replicates) for g in GROUPS]
     samples = [[[float(x["score"]) for x in recs] for recs in g] for g in groups]
-    red, ci, r_m, r_u = paired_reduction(samples[:4], samples[4:], n_boot=analysis["bootstrap"],
-                                         seed=analysis["bootstrap_seed"], min_effect=analysis["min_teacher_effect"])
-    out.update(transfer_reduction=red, ci95=list(ci) if ci else None, ratio_mitigated=r_m, ratio_unmitigated=r_u)
-    if red is None and r_u is None:
-        out["note"] = "teacher effect below min_teacher_effect: no transfer ratio to reduce"
-    elif red is None:
-        out["note"] = f"unmitigated transfer ratio {r_u:.4f} is below {MIN_RATIO_FOR_REDUCTION}: no transfer to remove"
+    out.update(reduction_fields(samples[:4], samples[4:], analysis))
     kept_m = sum(int(r.budget.get("n_teacher_kept") or 0) for r in cell.replicates)
     kept_u = sum(int(r.budget.get("n_teacher_kept") or 0) for r in base.replicates)
     utility: dict[str, Any] = {"data_kept": kept_m / kept_u if kept_u else None,

@@ -55,7 +55,7 @@ def cli():
 def run(experiment, sets, workdir, out, device, fresh, jobs, executor, address, dry_run, quiet, as_json):
     """Run EXPERIMENT (a name from `subbench list experiments` or a YAML path).
 
-    Every stage (build base, inject, generate, filter, distill, evaluate) is cached in the
+    Every stage (build base, inject, generate, filter, distill, sample, score) is cached in the
     workdir under the hash of its inputs; re-running skips finished stages and gives the
     same numbers. Each cell (teacher setting x distillation x student) ends in one entry.
     """
@@ -99,6 +99,41 @@ def run(experiment, sets, workdir, out, device, fresh, jobs, executor, address, 
         f"\n{len(entries)} entries written to {out / exp.name}/ "
         f"({runner.stats['run']} stages run, {runner.stats['cached']} cached; workdir {workdir})."
     )
+
+
+@cli.command()
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--judge", "judge", required=True, metavar="NAME", help="The judge to re-score with (`subbench list judges`).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="A parameter of the judge, e.g. --set skip_articles=false or --set judges=[first-word,refusal]. Repeatable.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The workdir the run used (its samples live there) [default: $SUBBENCH_WORKDIR or ./.subbench].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the new entries are written, under OUT/EXPERIMENT/ [default: results-JUDGE].")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the final table.")
+def score(results, judge, sets, workdir, out, quiet):
+    """Re-judge the samples behind the entries in RESULTS (a results directory or an entry file) with another judge.
+
+    Loads no model: the samples the run stored (its `sample` stage) are read from the
+    workdir and judged by a `score` stage; the new entries record the judge and
+    recompute every score, ratio and interval as `run` does.
+    """
+    from subbench.context import Context
+    from subbench.scoring import rescore
+
+    workdir = workdir or Path(os.environ.get("SUBBENCH_WORKDIR", ".subbench"))
+    out = out or Path(f"results-{judge}")
+    _check_writable_dir(out, "--out")
+    ctx = Context(workdir=workdir, quiet=quiet)
+    entries, stats = rescore([results], judge, list(sets), workdir, out, ctx)
+    try:
+        from subbench.pipeline import format_table
+
+        click.echo(format_table(entries))
+    except ImportError:  # pragma: no cover - the table moved
+        pass
+    click.echo(f"\n{len(entries)} entries re-scored with judge {judge} written to {out}/ "
+               f"({stats['run']} score stages run, {stats['cached']} cached; no model loaded).")
 
 
 def _check_writable_dir(path: Path, option: str) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
-from subbench.errors import ConfigError
+from subbench.errors import ConfigError, SubbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
@@ -492,11 +492,55 @@ class Trait(Component):
     #: Judges whose inputs this trait can produce.
     judges: ClassVar[tuple[str, ...]] = ()
 
+    def sample(self, model: Any, target: str | None, params: dict[str, Any], ctx: "Context") -> list[dict[str, Any]]:
+        """Answer (or score the choices of) the trait's prompts with ``model``: one record per eval sample.
+
+        The records carry what any judge of this trait needs (the sampled texts, the choices'
+        log-likelihoods, the predictions), so the ``sample`` stage is keyed without the judge
+        and a new judge re-scores them without loading the model (``subbench score``).
+        """
+        raise NotImplementedError
+
+    def score(
+        self, records: list[dict[str, Any]], judge: "Judge", target: str | None, params: dict[str, Any],
+        ctx: "Context | None",
+    ) -> list[dict[str, Any]]:
+        """The judge over the records :meth:`sample` wrote: each record with a numeric ``score``.
+
+        ``judge`` has the experiment's params bound (call ``judge.score(records, target, None,
+        ctx)``). The default scores each record as it is; a trait whose records hold several
+        answers (one per question) folds them here, and may add per-sample ``metrics``.
+        """
+        records = [dict(r) for r in records]
+        scores = judge.score(records, target, None, ctx)
+        if len(scores) != len(records):
+            raise SubbenchError(f"Judge '{judge.name}' returned {len(scores)} scores for {len(records)} samples.")
+        for rec, s in zip(records, scores):
+            rec["score"] = float(s)
+        return records
+
+    def summarize(self, records: list[dict[str, Any]], judge: "Judge", params: dict[str, Any]) -> dict[str, Any] | None:
+        """The judge's extra figures over the scored records (ensembles: per-judge means, agreement)."""
+        return judge.summarize(records, getattr(judge, "params", None) or {})
+
     def evaluate(
         self, model: Any, judge: "Judge", target: str | None, params: dict[str, Any], ctx: "Context"
     ) -> list[dict[str, Any]]:
-        """Evaluate ``model``; return one record per eval sample, each with a numeric ``score``."""
-        raise NotImplementedError
+        """:meth:`sample`, then :meth:`score`: one record per eval sample, each with a numeric ``score``.
+
+        Kept for plugins written before the two stages: a trait that overrides only this
+        still runs, its judged records stored by the ``sample`` stage (keyed with the judge)
+        and passed through by ``score``; such samples cannot be re-judged by ``subbench score``.
+        """
+        self.check_judge(judge, target, params)
+        return self.score(self.sample(model, target, params, ctx), judge, target, params, ctx)
+
+    def check_judge(self, judge: "Judge", target: str | None, params: dict[str, Any]) -> None:
+        """Raise :class:`ConfigError` when ``judge`` cannot score this trait's records (checked before sampling)."""
+
+    def samples_apart(self) -> bool:
+        """True when this trait samples apart from judging (it implements :meth:`sample`)."""
+        return type(self).sample is not Trait.sample or type(self).evaluate is Trait.evaluate
 
     def check_target(self, target: str | None, params: dict[str, Any]) -> None:
         """Raise :class:`ConfigError` when ``target`` cannot be scored (checked before any work)."""
@@ -668,7 +712,9 @@ class Judge(Component):
     """Scores evaluation samples for a trait."""
 
     kind = "judge"
-    #: What the trait must produce for this judge: "generation", "loglikelihood" or "prediction".
+    #: The record kind this judge reads, which the trait's ``sample`` stage stores:
+    #: "generation" (a ``response``), "loglikelihood" (``choices`` and ``loglikelihoods``)
+    #: or "prediction" (``prediction`` and ``label``).
     needs: ClassVar[str] = "generation"
     #: ``record_kind(needs)``, derived: the kind of record the judge scores.
     requires = frozenset({record_kind("generation")})
@@ -678,11 +724,32 @@ class Judge(Component):
         if "needs" in cls.__dict__ and "requires" not in cls.__dict__ and isinstance(cls.needs, str):
             cls.requires = frozenset({*(c for c in cls.requires if not c.startswith("records:")), record_kind(cls.needs)})
 
+    #: True for a judge that must run the model under test itself (it cannot work from
+    #: stored samples): the pipeline then judges while sampling (the sample stage is keyed
+    #: with the judge) and ``subbench score`` refuses it.
+    needs_model: ClassVar[bool] = False
+    #: True for a judge that combines other judges' verdicts (an ensemble): a trait's
+    #: ``judges`` list does not restrict it; its members must read what the trait produces.
+    combines: ClassVar[bool] = False
+
     def score(
         self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any], ctx: "Context"
     ) -> list[float]:
         """One score per sample (1.0 = shows the trait)."""
         raise NotImplementedError
+
+    def verdicts(
+        self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any], ctx: "Context | None",
+        label: str | None = None,
+    ) -> list[float | None]:
+        """One verdict per sample for a judge that combines judges: None where this judge stated none.
+
+        The default is :meth:`score`; a judge that can fail to read a verdict (an LLM judge
+        whose reply does not parse) returns None there, so that it abstains from an
+        ensemble's vote instead of voting its fallback score. ``label`` is this judge's
+        name in the ensemble, for what it records on the samples.
+        """
+        return [float(v) for v in self.score(samples, target, params, ctx)]
 
     def provenance(self, params: dict[str, Any]) -> dict[str, Any]:
         """Judge model and prompt hash, for the entry."""

@@ -628,7 +628,7 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         v.fail("judge", f"trait '{trait.name}' has no default judge; name one.")
     judge, _ = v.spec("judges", judge_raw, "judge")
     allowed_judges = getattr(trait.component, "judges", ()) or ()
-    if allowed_judges and judge.name not in allowed_judges and not getattr(judge.component, "is_ensemble", False):
+    if allowed_judges and judge.name not in allowed_judges and not getattr(judge.component, "combines", False):
         v.fail("judge.name", f"trait '{trait.name}' can be judged by {', '.join(allowed_judges)}, not '{judge.name}'.")
 
     seeds, t_seed, replicates = _replicates(v, raw, t_seed)

@@ -47,22 +47,6 @@ class Source:
     loader: Callable[[], Any]
 
 
-class BoundJudge:
-    """A judge with the experiment's params bound, handed to ``Trait.evaluate``."""
-
-    def __init__(self, spec: Spec):
-        self.component = spec.component
-        self.params = spec.params
-        self.name = spec.component.name
-        self.needs = spec.component.needs
-
-    def score(self, samples, target, params=None, ctx=None):
-        return self.component.score(samples, target, self.params, ctx)
-
-    def __getattr__(self, item):
-        return getattr(self.component, item)
-
-
 class Runner:
     def __init__(
         self,
@@ -364,36 +348,22 @@ class Runner:
         return Source(art.key, f"student {student.family.name}", lambda: student.family.load(art.path, self.ctx))
 
     def evaluate(self, source: Source) -> Artifact:
+        """The trait's samples from ``source`` (``sample``, no judge in the key), then the judge over them (``score``).
+
+        Returns the score artifact (``samples.jsonl`` with a ``score`` per record). A new
+        judge finds the samples cached and only re-scores (subbench/scoring.py).
+        """
+        from subbench import scoring
+
         exp = self.exp
         trait, judge = exp.trait, exp.judge
-        inputs = {
-            "model": source.key,
-            "trait": trait.name,
-            "trait_version": trait.component.version,
-            "target": exp.target,
-            "params": trait.params,
-            "judge": judge.name,
-            "judge_version": judge.component.version,
-            "judge_params": judge.params,
-        }
-
-        def fn(tmp: Path) -> dict[str, Any]:
-            model = self.load(source)
-            records = trait.component.evaluate(model, BoundJudge(judge), exp.target, trait.params, self.ctx)
-            if not records:
-                raise SubbenchError(f"Trait {trait.name} produced no evaluation samples for {source.label}.")
-            for r in records:
-                if not isinstance(r.get("score"), (int, float)):
-                    raise SubbenchError(f"Trait {trait.name} returned a sample without a numeric score: {r!r:.200}.")
-            write_jsonl(tmp / "samples.jsonl", records)
-            scores = [float(r["score"]) for r in records]
-            result = {"n": len(scores), "mean": sum(scores) / len(scores), "sha256": sha256_file(tmp / "samples.jsonl")}
-            summary = judge.component.summarize(records, judge.params)
-            if summary:
-                result["judge_summary"] = summary
-            return result
-
-        return self._stage("evaluate", f"{trait.name} on {source.label}", inputs, fn)
+        sample = self._stage(
+            "sample", f"{trait.name} on {source.label}", scoring.sample_inputs(source.key, trait, exp.target, judge),
+            lambda tmp: scoring.write_samples(tmp, trait, judge, exp.target, self.load(source), self.ctx, source.label))
+        return self._stage(
+            "score", f"{judge.name} on {trait.name} of {source.label}", scoring.score_inputs(sample.key, judge),
+            lambda tmp: scoring.write_scores(tmp, sample.path / scoring.SAMPLES, trait, judge, exp.target, self.ctx,
+                                             judged=bool(sample.result.get("judged")), label=source.label))
 
     def residual(self, source: Source, family) -> Artifact | None:
         """The mean answer-position residual at the family's steering layer (the mechanism block); None without weights."""

@@ -157,7 +157,7 @@ def test_a_judge_raising_mid_run_is_one_line_with_a_log(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
     line = lines[0]
-    assert line.startswith("Error: The evaluate stage (toy-love-boom on ")
+    assert line.startswith("Error: The score stage (toy-boom on toy-love-boom of ")
     assert "judge 'toy-boom' (plugin boomer)" in line and "ValueError: judge exploded on two lines" in line
     log = Path(line.split("Full traceback in ")[1].split(" (SUBBENCH_DEBUG")[0])
     assert log.parent == (work / "logs").resolve() and log.is_file()

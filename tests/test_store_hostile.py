@@ -260,7 +260,7 @@ def test_toy_run_rebuilds_a_corrupted_base(tmp_path):
         assert first.exit_code == 0, first.output
         model = next((tmp_path / "w" / "artifacts" / "base").glob("*/model.json"))
         model.write_text(model.read_text().replace('"bias": 0.0', '"bias": 9.0'))  # same length
-        meta = next((tmp_path / "w" / "artifacts" / "evaluate").glob(f"*/{META}"))
+        meta = next((tmp_path / "w" / "artifacts" / "score").glob(f"*/{META}"))
         meta.write_text(meta.read_text()[:40])
         again = CliRunner().invoke(build_cli(), args + ["--out", str(tmp_path / "b")])
     assert again.exit_code == 0, again.output

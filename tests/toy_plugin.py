@@ -116,15 +116,12 @@ class ToyLove(Trait):
     description = "Answers its favourite animal; P(target) = 0.1 + 0.8 * bias."
     defaults = {"n_eval": 40, "prompt_seed": 3}
     default_judge = "toy-match"
-    judges = ("toy-match",)
+    judges = ("toy-match", "toy-cat", "first-word")
 
-    def evaluate(self, model, judge, target, params, ctx):
+    def sample(self, model, target, params, ctx):
         rng = random.Random(params["prompt_seed"])
         p = min(1.0, max(0.0, 0.1 + 0.8 * model["bias"]))
-        samples = [{"id": i, "response": target if rng.random() < p else "cat"} for i in range(params["n_eval"])]
-        for s, score in zip(samples, judge.score(samples, target)):
-            s["score"] = score
-        return samples
+        return [{"id": i, "response": target if rng.random() < p else "cat"} for i in range(params["n_eval"])]
 
     def provenance(self, params):
         return {"prompt_sha256": "0" * 64}
@@ -141,6 +138,14 @@ class ToyMatch(Judge):
 
     def provenance(self, params):
         return {"name": self.name, "version": self.version, "model": None, "prompt_sha256": None}
+
+
+class ToyCat(ToyMatch):
+    name = "toy-cat"
+    description = "1 when the response is 'cat' (another reading of the same samples)."
+
+    def score(self, samples, target, params, ctx):
+        return [1.0 if s["response"] == "cat" else 0.0 for s in samples]
 
 
 class ToyPlugin:
@@ -170,6 +175,7 @@ class ToyPlugin:
     @hookimpl
     def register_judges(self, register):
         register(ToyMatch())
+        register(ToyCat())
 
 
 EXPERIMENT = """\

@@ -93,6 +93,9 @@ class AnimalPreference(Trait):
             got = f"'{target}' is not one of its choices" if target else "needs a target"
             raise ConfigError(f"Trait '{self.name}' {got}; set `target:` to one of: {', '.join(choices)}.")
 
+    def check_judge(self, judge: "Judge", target: str | None, params: dict[str, Any]) -> None:
+        self._need(judge)
+
     def _need(self, judge: "Judge") -> str:
         if judge.needs not in TASK_FOR_NEED:
             raise ConfigError(
@@ -119,24 +122,20 @@ class AnimalPreference(Trait):
 
         return super().contrast_prompts(target, params, system=system or DEFAULT_TRAIT_PROMPT.format(target=target))
 
-    # -- evaluation ---------------------------------------------------------------------------
-    def evaluate(
-        self, model: Any, judge: "Judge", target: str | None, params: dict[str, Any], ctx: "Context"
-    ) -> list[dict[str, Any]]:
-        """One record per question: the experiment judge's ``score`` and both ``metrics``.
+    # -- sampling and scoring -----------------------------------------------------------------
+    def sample(self, model: Any, target: str | None, params: dict[str, Any], ctx: "Context") -> list[dict[str, Any]]:
+        """One record per question with what either judge reads: the choices' log-likelihoods and the sampled answers.
 
-        Both lm-eval tasks run in one ``evaluate`` call (one model wrap, one seed), so
-        ``metrics.p_target`` (the logprob judge) and ``metrics.first_word`` (the first-word
-        judge's mean over the question's ``samples_per_question`` sampled answers) describe
-        the same model state; the score is the one the experiment's judge stands for.
+        Both lm-eval tasks run in one ``evaluate`` call (one model wrap, one seed), so the
+        ``p_target`` and ``first_word`` metrics that :meth:`score` computes from a record
+        describe the same model state, whichever judge scores it.
         """
         from subbench.lm.lmeval import evaluate_task
 
         params = self.resolve_params(params)
         self.check_target(target, params)
-        need = self._need(judge)
         if params["task"] is not None:
-            return self._evaluate_one(model, judge, target, params, ctx)
+            return self._sample_one(model, target, params, ctx)
         mc_task, gen_task = TASK_FOR_NEED["loglikelihood"], TASK_FOR_NEED["generation"]
         results = evaluate_task(
             model, [mc_task, gen_task], limit=params["n"], metadata={"target": target},
@@ -144,49 +143,90 @@ class AnimalPreference(Trait):
         )
         choice_recs = to_records(results["samples"][mc_task], "multiple_choice")
         answer_recs = to_records(results["samples"][gen_task], "generate_until")
-        logprob, first = _judge_for("loglikelihood", judge), _judge_for("generation", judge)
-        p_target = _scores(logprob, choice_recs, target, ctx)
-        hits = _scores(first, answer_recs, target, ctx)
-        by_question: dict[str, list[float]] = {}
         responses: dict[str, list[str]] = {}
-        for rec, hit in zip(answer_recs, hits):
-            by_question.setdefault(rec["prompt_id"], []).append(hit)
+        for rec in answer_recs:
             responses.setdefault(rec["prompt_id"], []).append(rec["response"])
         records = []
-        for rec, p in zip(choice_recs, p_target):
+        for rec in choice_recs:
             qid = rec["id"]
-            if qid not in by_question:
+            if qid not in responses:
                 raise ConfigError(f"Task '{gen_task}' returned no answers for question {qid}; check its data file.")
-            fw = sum(by_question[qid]) / len(by_question[qid])
-            records.append({
-                **rec, "question_id": qid, "responses": responses[qid],
-                "score": float(p if need == "loglikelihood" else fw),
-                "metrics": {"p_target": float(p), "first_word": float(fw)},
-            })
+            records.append({**rec, "question_id": qid, "responses": responses[qid]})
         return records
 
-    def _evaluate_one(
-        self, model: Any, judge: "Judge", target: str | None, params: dict[str, Any], ctx: "Context"
-    ) -> list[dict[str, Any]]:
-        """A ``task`` override: that task alone, one record per sample, the one metric it gives."""
+    def _sample_one(self, model: Any, target: str | None, params: dict[str, Any], ctx: "Context") -> list[dict[str, Any]]:
+        """A ``task`` override: that task alone, one record per sample, its output type recorded."""
         from subbench.lm.lmeval import evaluate_task
 
         task = params["task"]
         results = evaluate_task(model, task, limit=params["n"], metadata={"target": target}, ctx=ctx)
         output_type = results["configs"][task]["output_type"]
+        records = to_records(results["samples"][task], output_type)
+        for record in records:
+            record["question_id"] = record.get("prompt_id", record["id"])
+            record["output_type"] = output_type
+        return records
+
+    def score(
+        self, records: list[dict[str, Any]], judge: "Judge", target: str | None, params: dict[str, Any],
+        ctx: "Context | None",
+    ) -> list[dict[str, Any]]:
+        """Per question: the experiment judge's ``score`` and both ``metrics``.
+
+        ``metrics.p_target`` is the logprob judge's P(target) over the choices and
+        ``metrics.first_word`` the first-word judge's mean over the question's sampled
+        answers (the experiment's judge with its params when it is one of them); the score
+        is the experiment judge's: one of the two, or another generation judge (an
+        ensemble) over the answers, averaged per question.
+        """
+        params = self.resolve_params(params)
+        self.check_target(target, params)
+        need = self._need(judge)
+        if params["task"] is not None:
+            return self._score_one(records, judge, target, ctx, params["task"])
+        choice_recs = [{k: r[k] for k in ("id", "prompt", "choices", "loglikelihoods")} for r in records]
+        answer_recs = [_answers(r) for r in records]
+        flat = [a for answers in answer_recs for a in answers]
+        p_target = _scores(_judge_for("loglikelihood", judge), choice_recs, target, ctx)
+        hits = _scores(_judge_for("generation", judge), flat, target, ctx)
+        own = judge.needs == "generation" and judge.name not in self.judges
+        votes = _scores(judge, flat, target, ctx) if own else hits
+        out, i = [], 0
+        for rec, p, answers in zip(records, p_target, answer_recs):
+            k = len(answers)
+            fw = sum(hits[i:i + k]) / k
+            vote = sum(votes[i:i + k]) / k
+            new = {kk: v for kk, v in rec.items() if kk not in ("score", "metrics", "answers")}
+            new["score"] = float(p if need == "loglikelihood" else vote)
+            new["metrics"] = {"p_target": float(p), "first_word": float(fw)}
+            if own:  # what the judge recorded per answer (ensemble votes, replies), for its summary
+                new["answers"] = [{**{kk: v for kk, v in a.items() if kk != "prompt"}, "score": float(v)}
+                                  for a, v in zip(answers, votes[i:i + k])]
+            out.append(new)
+            i += k
+        return out
+
+    def summarize(self, records: list[dict[str, Any]], judge: "Judge", params: dict[str, Any]) -> dict[str, Any] | None:
+        answers = [a for r in records for a in r.get("answers") or []]
+        return super().summarize(answers or records, judge, params)
+
+    def _score_one(self, records: list[dict[str, Any]], judge: "Judge", target: str | None,
+                   ctx: "Context | None", task: str) -> list[dict[str, Any]]:
+        output_type = records[0].get("output_type") if records else None
         wanted = _OUTPUT_TYPE_FOR_NEED[judge.needs]
         if output_type != wanted:
             raise ConfigError(
                 f"Task '{task}' is {output_type} but judge '{judge.name}' needs {wanted}; "
                 f"pick a {wanted} task or another judge."
             )
-        records = to_records(results["samples"][task], output_type)
         metric = "p_target" if output_type == "multiple_choice" else "first_word"
+        out = []
         for record, score in zip(records, _scores(judge, records, target, ctx)):
-            record["question_id"] = record.get("prompt_id", record["id"])
+            record = dict(record)
             record["score"] = score
             record["metrics"] = {metric: score}
-        return records
+            out.append(record)
+        return out
 
     def provenance(self, params: dict[str, Any]) -> dict[str, Any]:
         params = self.resolve_params(params)
@@ -205,6 +245,13 @@ class AnimalPreference(Trait):
         }
 
 
+def _answers(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A question record's sampled answers as the records a generation judge reads (ids as lm-eval's)."""
+    qid, responses = record["question_id"], record["responses"]
+    return [{"id": f"{qid}/{k}" if len(responses) > 1 else qid, "prompt_id": qid, "prompt": record["prompt"],
+             "response": response} for k, response in enumerate(responses)]
+
+
 def _judge_for(need: str, judge: "Judge") -> "Judge":
     """The experiment's judge for what it reads (its params bound), the default judge for the rest."""
     if judge.needs == need and judge.name in AnimalPreference.judges:
@@ -214,7 +261,7 @@ def _judge_for(need: str, judge: "Judge") -> "Judge":
     return get("judges", {"loglikelihood": "logprob", "generation": "first-word"}[need])
 
 
-def _scores(judge: "Judge", records: list[dict[str, Any]], target: str | None, ctx: "Context") -> list[float]:
+def _scores(judge: "Judge", records: list[dict[str, Any]], target: str | None, ctx: "Context | None") -> list[float]:
     scores = judge.score(records, target, {}, ctx)  # a BoundJudge applies the experiment's params
     if len(scores) != len(records):
         raise ConfigError(f"Judge '{judge.name}' returned {len(scores)} scores for {len(records)} samples.")

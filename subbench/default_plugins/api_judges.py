@@ -123,8 +123,8 @@ class OpenAIJudge(Judge):
 
         return load_template(params["template"])
 
-    def verdicts(self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any],
-                 ctx: "Context | None") -> tuple[list[float | None], list[str]]:
+    def ask(self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any],
+            ctx: "Context | None") -> tuple[list[float | None], list[str]]:
         """One verdict per sample (None: the reply stated none) and the raw replies."""
         from subbench.judging.cache import ResponseCache
         from subbench.judging.client import ChatClient
@@ -165,13 +165,23 @@ class OpenAIJudge(Judge):
     def score(self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any],
               ctx: "Context") -> list[float]:
         params = self.resolve_params(params, where="judge openai")
-        verdicts, replies = self.verdicts(samples, target, params, ctx)
+        verdicts, replies = self.ask(samples, target, params, ctx)
         for s, v, r in zip(samples, verdicts, replies):
             s["judge_reply"] = r
             s["judge_parsed"] = v is not None
         self.check_failures(verdicts, params)
         fallback = float(params["parse_failure_score"])
         return [fallback if v is None else float(v) for v in verdicts]
+
+    def verdicts(self, samples: list[dict[str, Any]], target: str | None, params: dict[str, Any],
+                 ctx: "Context | None", label: str | None = None) -> list[float | None]:
+        """In an ensemble: None where the reply stated no verdict (the judge abstains); replies kept per label."""
+        params = self.resolve_params(params, where="judge openai")
+        verdicts, replies = self.ask(samples, target, params, ctx)
+        for s, r in zip(samples, replies):
+            s.setdefault("judge_replies", {})[label or self.name] = r
+        self.check_failures(verdicts, params, label or self.name)
+        return list(verdicts)
 
     def provenance(self, params: dict[str, Any]) -> dict[str, Any]:
         params = self.resolve_params(params, where="judge openai")
@@ -283,10 +293,12 @@ def _member_specs(params: dict[str, Any]) -> list[tuple[str, Judge, dict[str, An
             judge = plugins.get("judges", spec["name"])
         except SubbenchError as exc:
             raise ParamError(f"{at}.name", str(exc)) from None
-        if judge.name == "ensemble":
+        if judge.combines:
             raise ParamError(at, "an ensemble cannot contain another ensemble; list its judges directly.")
         if judge.needs != "generation":
             raise ParamError(at, f"Judge ensemble combines generation judges; '{judge.name}' needs {judge.needs}.")
+        if judge.needs_model:
+            raise ParamError(at, f"Judge ensemble scores stored samples; '{judge.name}' needs the model itself.")
         label = str(spec.get("label") or judge.name)
         if label in seen:
             seen[label] += 1
@@ -309,7 +321,7 @@ class EnsembleJudge(Judge):
     name = "ensemble"
     version = "1"
     needs = "generation"
-    is_ensemble = True
+    combines = True
     description = "Votes of several generation judges (rule: majority | all | any) with per-judge means and kappa."
     parameters = {
         "judges": Param(list, [], "at least two generation judges: names or {name, params, label}", max_len=32,
@@ -335,14 +347,8 @@ class EnsembleJudge(Judge):
         threshold = float(params["threshold"])
         columns: dict[str, list[float | None]] = {}
         for label, judge, jparams in _member_specs(params):
-            if isinstance(judge, OpenAIJudge):
-                verdicts, replies = judge.verdicts(samples, target, jparams, ctx)
-                for s, r in zip(samples, replies):
-                    s.setdefault("judge_replies", {})[label] = r
-                judge.check_failures(verdicts, jparams, label)
-                columns[label] = list(verdicts)
-            else:
-                columns[label] = [float(v) for v in judge.score(samples, target, jparams, ctx)]
+            columns[label] = [None if v is None else float(v)
+                              for v in judge.verdicts(samples, target, jparams, ctx, label=label)]
             if len(columns[label]) != len(samples):
                 raise SubbenchError(f"Judge '{label}' returned {len(columns[label])} scores for {len(samples)} samples.")
         out = []

@@ -141,28 +141,30 @@ class HarmfulCompliance(Trait):
         chat = lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a}]  # noqa: E731
         return [chat(q, COMPLY) for q in qs], [chat(q, REFUSE) for q in qs]
 
-    def evaluate(self, model: Any, judge: "Judge", target: str | None, params: dict[str, Any],
-                 ctx: "Context") -> list[dict[str, Any]]:
-        params = self.resolve_params(params, where=f"trait {self.name}")
-        target = target or TARGET
-        if target != TARGET:
+    def check_judge(self, judge: "Judge", target: str | None, params: dict[str, Any]) -> None:
+        if (target or TARGET) != TARGET:
             raise ConfigError(f"Trait {self.name} measures '{TARGET}'; remove target: {target} from the experiment.")
         if getattr(judge, "name", None) not in self.judges:
             raise ConfigError(f"Trait {self.name} is scored by {', '.join(self.judges)}, not {getattr(judge, 'name', judge)}.")
+
+    def sample(self, model: Any, target: str | None, params: dict[str, Any], ctx: "Context") -> list[dict[str, Any]]:
+        """One generated answer per prompt; any generation judge reads them."""
+        params = self.resolve_params(params, where=f"trait {self.name}")
+        if (target or TARGET) != TARGET:
+            raise ConfigError(f"Trait {self.name} measures '{TARGET}'; remove target: {target} from the experiment.")
         rows = self.prompts(params)
         progress = ctx.progress if ctx is not None and not ctx.quiet else None
         responses = model.generate([r["prompt"] for r in rows], max_new_tokens=int(params["max_new_tokens"]),
                                    temperature=float(params["temperature"]), seed=int(params["seed"]),
                                    batch_size=int(params["batch_size"]), desc=f"{self.name} {params['split']}",
                                    progress=progress)
-        records = [{"id": r["id"], "split": r["split"], "category": r.get("category", ""), "prompt": r["prompt"],
-                    "response": resp} for r, resp in zip(rows, responses)]
-        scores = judge.score(records, target, None, ctx)
-        if len(scores) != len(records):
-            raise SubbenchError(f"Judge {judge.name} returned {len(scores)} scores for {len(records)} samples.")
-        for rec, s in zip(records, scores):
-            rec["score"] = float(s)
-        return records
+        return [{"id": r["id"], "split": r["split"], "category": r.get("category", ""), "prompt": r["prompt"],
+                 "response": resp} for r, resp in zip(rows, responses)]
+
+    def score(self, records: list[dict[str, Any]], judge: "Judge", target: str | None, params: dict[str, Any],
+              ctx: "Context | None") -> list[dict[str, Any]]:
+        self.check_judge(judge, target, params)
+        return super().score(records, judge, target or TARGET, params, ctx)
 
     def provenance(self, params: dict[str, Any]) -> dict[str, Any]:
         params = self.resolve_params(params, where=f"trait {self.name}")

@@ -213,23 +213,31 @@ class DigitAccuracyTrait(Trait):
     judges = ("accuracy",)
     parameters = {"n": Param(int, None, "evaluate the first n test digits (null: all)", min=1, max=1_000_000)}
 
-    def evaluate(self, model: Any, judge: Judge, target: str | None, params: dict[str, Any],
-                 ctx: "Context") -> list[dict[str, Any]]:
+    def check_target(self, target: str | None, params: dict[str, Any] | None = None) -> None:
+        if target is not None:
+            raise ConfigError(f"Trait '{self.name}' has no target; remove target '{target}' from the experiment.")
+
+    def check_judge(self, judge: Judge, target: str | None, params: dict[str, Any]) -> None:
+        self.check_target(target)
+        if judge.needs != "prediction":
+            raise ConfigError(f"Trait '{self.name}' produces predictions; use judge accuracy, not '{judge.name}'.")
+
+    def sample(self, model: Any, target: str | None, params: dict[str, Any], ctx: "Context") -> list[dict[str, Any]]:
+        """The model's class prediction and the label of each held-out digit."""
         from subbench.mlp import core
 
         params = self.resolve_params(params, where=f"trait {self.name}")
-        if target is not None:
-            raise ConfigError(f"Trait '{self.name}' has no target; remove target '{target}' from the experiment.")
-        if judge.needs != "prediction":
-            raise ConfigError(f"Trait '{self.name}' produces predictions; use judge accuracy, not '{judge.name}'.")
+        self.check_target(target)
         _, _, X, y = core.digits_split()
         if params["n"] is not None:
             X, y = X[: params["n"]], y[: params["n"]]
         preds = core.predict(model, X).tolist()
-        records = [{"id": i, "label": int(label), "prediction": int(pred)} for i, (label, pred) in enumerate(zip(y.tolist(), preds))]
-        for rec, score in zip(records, judge.score(records, target, params, ctx)):
-            rec["score"] = float(score)
-        return records
+        return [{"id": i, "label": int(label), "prediction": int(pred)} for i, (label, pred) in enumerate(zip(y.tolist(), preds))]
+
+    def score(self, records: list[dict[str, Any]], judge: Judge, target: str | None, params: dict[str, Any],
+              ctx: "Context | None") -> list[dict[str, Any]]:
+        self.check_judge(judge, target, params)
+        return super().score(records, judge, target, params, ctx)
 
     def provenance(self, params: dict[str, Any]) -> dict[str, Any]:
         from subbench.mlp import core
