@@ -1,10 +1,13 @@
-"""Runs an experiment: every cell's stages through the artifact store, then its entries.
+"""Runs an experiment: the plan's stage nodes through the artifact store, then its entries.
 
 Stages (each an artifact keyed by the hash of its inputs and the component versions):
-``base`` → ``inject`` → ``generate`` → ``filter`` → [``mitigate``] → ``distill`` → ``evaluate``.
-A mitigation acts at its point (docs/mitigations.md): ``generate`` (decoding, activations),
-``mitigate`` (data) or ``distill`` (training), on the teacher's side and the control's alike.
-Models are loaded only when a stage has to run, so a fully cached re-run touches no
+``base`` → ``inject`` → ``generate`` → ``filter`` → [``mitigate``] → ``budget`` → ``distill`` →
+``sample`` → ``score`` (``evaluate`` is the two), with ``teacher_kl`` and ``residual`` for the
+mechanism. A mitigation acts at its point (docs/mitigations.md): ``generate`` (decoding,
+activations), ``mitigate`` (data) or ``distill`` (training), on the teacher's side and the
+control's alike. :mod:`subbench.plan` lays the stages out as a graph of nodes, one ``op_*``
+method here per node; :mod:`subbench.executor` runs them in process, on worker processes or
+on Ray. Models are loaded only when a stage has to run, so a fully cached re-run touches no
 weights and imports no deep-learning library.
 """
 
