@@ -44,7 +44,7 @@ def cli():
 @click.option("--fresh", is_flag=True, help="Recompute every stage instead of reusing cached artifacts.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Stages run side by side, one worker process each (1: all in this process, for debugging) "
-                   "[default: $SUBBENCH_JOBS or the number of cores].")
+                   "[default: $SUBBENCH_JOBS, else the number of cores; 1 with --device cuda].")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where stages run: local worker processes, or Ray tasks (pip install 'subbench[ray]').")
 @click.option("--address", default=None, metavar="ADDR",
@@ -64,7 +64,8 @@ def run(experiment, sets, workdir, out, device, fresh, jobs, executor, address, 
     from subbench.pipeline import default_jobs
 
     exp = load_experiment(experiment, list(sets))
-    jobs = jobs or default_jobs()
+    # one GPU holds one worker's models: local workers share it only when asked (Ray places stages by GPU)
+    jobs = jobs or (1 if device == "cuda" and executor == "local" and not os.environ.get("SUBBENCH_JOBS") else default_jobs())
     env_threads()
     workdir = workdir or Path(os.environ.get("SUBBENCH_WORKDIR", ".subbench"))
     _check_writable_dir(workdir, "--workdir")
