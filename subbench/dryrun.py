@@ -35,16 +35,6 @@ def describe(exp: Experiment) -> str:
             for s in exp.students:
                 lines.append(f"  {glabels[gi] or 'default':<20} {dlabels[di]:<40} {s.label()}"
                              + (f"  x {n_m} mitigations" if n_m > 1 else ""))
-    stages = {
-        "base": len(bases),
-        "inject": n_rep * n_t,
-        "generate": n_rep * (n_t + 1),
-        "filter": n_rep * (n_t + 1),
-        "budget": n_rep * n_t * 2,
-        "distill": n_m * n_rep * n_s * n_d * (n_t + 1),
-        "evaluate": n_rep * (1 + n_t + n_m * n_s * n_d * (n_t + 1)),
-    }
-    lines.append("stages (upper bound; shared ones are cached once): " + ", ".join(f"{k} {v}" for k, v in stages.items()))
     lines.append(gpu_hours_line(exp))
     return "\n".join(lines)
 

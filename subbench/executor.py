@@ -332,9 +332,9 @@ def _stage_family(runner, node):
 
 # -- what --dry-run says about the graph ----------------------------------------------------
 #: Seconds a stage takes on one CPU core with the tiny families, when the workdir has no
-#: finished stage of that kind to time it by (measured on the quickstart; docs/results.md).
-TINY_SECONDS = {"base": 110.0, "inject": 12.0, "generate": 15.0, "filter": 0.1, "budget": 0.1, "mitigate": 0.5,
-                "teacher_kl": 3.0, "distill": 25.0, "evaluate": 3.0, "sample": 3.0, "score": 0.1, "residual": 1.5}
+#: finished stage of that kind to time it by: the quickstart's mean per stage (docs/results.md).
+TINY_SECONDS = {"base": 150.0, "inject": 1.0, "generate": 7.0, "filter": 0.1, "budget": 0.1, "mitigate": 0.5,
+                "teacher_kl": 0.7, "distill": 12.0, "evaluate": 0.5, "residual": 0.1}
 
 
 def describe_plan(exp, workdir: Path, jobs: int) -> list[str]:
