@@ -56,6 +56,7 @@ class Cell:
     mitigation: Any = None  # config.Spec or None (unmitigated)
     mitigation_label: str = "none"
     baseline: "Cell | None" = None  # the same cell unmitigated, when the experiment scores mitigations side by side
+    view: int = 0  # which teacher of a multi-teacher experiment (Experiment.views()) the cell belongs to
 
 
 def student_tag(s) -> str:

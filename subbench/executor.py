@@ -66,8 +66,8 @@ def _portable(runner) -> bool:
 
     infos = get_manager().infos
     exp = runner.exp
-    comps = [exp.teacher_family, exp.trait.component, exp.injector.component, exp.domain.component, exp.judge.component,
-             *(s.family for s in exp.students), *(d.component for d in exp.distillations),
+    comps = [*runner._families(), exp.trait.component, exp.injector.component, exp.domain.component,
+             exp.judge.component, *(d.component for d in exp.distillations),
              *(m.component for m in exp.mitigations if m is not None)]
     for c in comps:
         info = infos.get(getattr(c, "plugin", None) or "")
@@ -175,6 +175,7 @@ def run_node(payload: dict[str, Any]) -> dict[str, Any]:
         from subbench.context import env_threads
 
         os.environ.setdefault("SUBBENCH_THREADS", str(env_threads()))
+        os.environ.setdefault("TQDM_DISABLE", "1")  # the parent shows progress
         import contextlib
         import io
 
@@ -205,7 +206,10 @@ class ProcessPool:
         from concurrent.futures import ProcessPoolExecutor
 
         self.runner, self.slots = runner, jobs
-        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+        logs = Path(runner.workdir) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                        initargs=(str(logs),))
 
     def submit(self, node, deps):
         return self.pool.submit(run_node, _payload(self.runner, node, deps))
@@ -225,6 +229,18 @@ class ProcessPool:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _init_worker(logs: str) -> None:
+    """A local worker writes its libraries' output (progress bars, warnings) to WORKDIR/logs/worker-PID.log.
+
+    The parent prints the run's progress; a worker's own output would interleave with it.
+    """
+    os.environ["TQDM_DISABLE"] = "1"
+    fd = os.open(os.path.join(logs, f"worker-{os.getpid()}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _worker_error(exc: BaseException) -> BaseException:
@@ -313,21 +329,20 @@ def stage_resources(runner, node) -> dict[str, Any]:
 
 def _stage_family(runner, node):
     """The family whose model the node trains or loads, and its params (None for data-only stages)."""
-    exp, args = runner.exp, node.args
+    args = node.args
+    view = runner.views[args.get("view", 0)]
     if node.stage == "base":
         return runner._family(args["family"]), args["params"]
-    if "student" in args and node.stage == "distill":
-        s = exp.students[args["student"]]
+    if node.stage == "distill" or args.get("kind") == "student":
+        s = view.students[args["student" if node.stage == "distill" else "who"]]
         return s.family, s.params
-    if args.get("kind") == "student":
-        s = exp.students[args["who"]]
-        return s.family, s.params
-    if args.get("kind") == "base" and args.get("who") != exp.teacher_family.name:
-        fam = runner._family(args["who"])
-        return fam, next((s.params for s in exp.students if s.family is fam), {})
-    if node.stage in ("inject", "generate", "evaluate", "residual", "teacher_kl"):
-        return exp.teacher_family, exp.teacher_params
-    return None, {}
+    name = args.get("family") if node.stage in ("inject", "teacher_kl") else args.get("who")
+    if name is None:
+        return None, {}
+    fam = runner._family(name)
+    params = next((v.teacher_params for v in runner.views if v.teacher_family is fam),
+                  next((s.params for v in runner.views for s in v.students if s.family is fam), {}))
+    return fam, params
 
 
 # -- what --dry-run says about the graph ----------------------------------------------------

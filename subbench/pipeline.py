@@ -67,6 +67,8 @@ class Runner:
         self.exp = exp
         self.jobs = max(1, int(jobs))
         self.executor, self.address = executor, address
+        #: one single-teacher view per teacher (``[exp]`` for one teacher): the plan's nodes name theirs
+        self.views = exp.views() if hasattr(exp, "views") else [exp]
         self.workdir = Path(workdir)
         self.out = Path(out)
         self.ctx = Context(workdir=self.workdir, device=device, quiet=quiet)
@@ -83,8 +85,7 @@ class Runner:
         if not self._torch_ready:
             from subbench.components import TORCH
 
-            families = [self.exp.teacher_family, *(s.family for s in self.exp.students)]
-            if any(TORCH in getattr(f, "requires", {TORCH}) for f in families):
+            if any(TORCH in getattr(f, "requires", {TORCH}) for f in self._families()):
                 self.ctx.setup_torch()
             self._torch_ready = True
 
@@ -390,9 +391,9 @@ class Runner:
         art = self._stage("residual", f"layer {layers[0]} of {source.label}", inputs, fn)
         return art if art.result.get("layer") is not None else None
 
-    def teacher_kl(self, base_src: Source, t_src: Source, filt: Artifact) -> Artifact | None:
+    def teacher_kl(self, base_src: Source, t_src: Source, filt: Artifact, family=None) -> Artifact | None:
         """KL(teacher || base) on the teacher's kept data, once per teacher dataset (open-weight teachers only)."""
-        fam = self.exp.teacher_family
+        fam = family or self.exp.teacher_family
         if not getattr(fam, "steering_layers", None) or not getattr(fam, "open_weights", True) \
                 or not self.exp.injector.component.open_weights:
             return None  # causal LMs with weights only (the families that name a steering layer)
@@ -434,26 +435,30 @@ class Runner:
         return info
 
     # -- the plan's operations: one stage each, from the artifacts of the nodes it reads ----
+    def _families(self) -> list[Any]:
+        """Every family of the experiment: each teacher's and each student's."""
+        return list({id(f): f for v in self.views for f in [v.teacher_family, *(s.family for s in v.students)]}.values())
+
     def _family(self, name: str):
-        for fam in [self.exp.teacher_family, *(s.family for s in self.exp.students)]:
+        for fam in self._families():
             if fam.name == name:
                 return fam
         from subbench.plugins import get_manager
 
         return get_manager().get("families", name)
 
-    def _source(self, deps: dict[str, Artifact], kind: str, who: Any, prefix: str = "model") -> Source:
+    def _source(self, deps: dict[str, Artifact], kind: str, who: Any, view: int = 0, prefix: str = "model") -> Source:
         art = deps[prefix]
         if kind == "base":
             return self.base_source(self._family(who), art)
         if kind == "teacher":
             return self.teacher_source(self._family(who), deps[prefix + "_base"], art)
-        return self.student_source(self.exp.students[who], art)
+        return self.student_source(self.views[view].students[who], art)
 
-    def _direction(self, deps: dict[str, Artifact]) -> tuple[Source, Source] | None:
+    def _direction(self, deps: dict[str, Artifact], family: str) -> tuple[Source, Source] | None:
         if "dir_teacher" not in deps:
             return None
-        fam = self.exp.teacher_family
+        fam = self._family(family)
         return (self.teacher_source(fam, deps["dir_base"], deps["dir_teacher"]), self.base_source(fam, deps["dir_base"]))
 
     def _mit(self, mi: int | None) -> Spec | None:
@@ -462,11 +467,11 @@ class Runner:
     def op_base(self, deps, *, family: str, seed: int, params: dict[str, Any]) -> Artifact:
         return self.base(self._family(family), seed, params)
 
-    def op_inject(self, deps, *, grid: int, seed: int) -> Artifact:
-        return self.inject(self.exp.teacher_family, deps["base"], self.exp.grid[grid], seed)
+    def op_inject(self, deps, *, family: str, grid: int, seed: int) -> Artifact:
+        return self.inject(self._family(family), deps["base"], self.exp.grid[grid], seed)
 
     def op_generate(self, deps, *, kind: str, who: Any, seed: int, mitigation: int | None) -> Artifact:
-        return self.generate(self._source(deps, kind, who), seed, self._mit(mitigation), self._direction(deps))
+        return self.generate(self._source(deps, kind, who), seed, self._mit(mitigation), self._direction(deps, who))
 
     def op_filter(self, deps) -> Artifact:
         return self.filter(deps["raw"])
@@ -478,22 +483,23 @@ class Runner:
         n = self.budget_info(deps["data"], deps["control"])["n_train"]
         return self.budget(deps["data"] if role == "teacher" else deps["control"], n, seed, role)
 
-    def op_teacher_kl(self, deps) -> Artifact | None:
-        fam = self.exp.teacher_family
+    def op_teacher_kl(self, deps, *, family: str) -> Artifact | None:
+        fam = self._family(family)
         return self.teacher_kl(self.base_source(fam, deps["teacher_base"]),
-                               self.teacher_source(fam, deps["teacher_base"], deps["teacher"]), deps["data"])
+                               self.teacher_source(fam, deps["teacher_base"], deps["teacher"]), deps["data"], fam)
 
     def op_distill(self, deps, *, student: int, distillation: int, seed: int, role: str, mitigation: int | None,
-                   kind: str, who: Any) -> Artifact:
-        s = self.exp.students[student]
-        return self.distill(s, deps["student_base"], deps["data"], self._source(deps, kind, who),
-                            self.exp.distillations[distillation], seed, role, self._mit(mitigation), self._direction(deps))
+                   kind: str, who: Any, view: int = 0) -> Artifact:
+        s = self.views[view].students[student]
+        return self.distill(s, deps["student_base"], deps["data"], self._source(deps, kind, who, view),
+                            self.exp.distillations[distillation], seed, role, self._mit(mitigation),
+                            self._direction(deps, who))
 
-    def op_evaluate(self, deps, *, kind: str, who: Any) -> Artifact:
-        return self.evaluate(self._source(deps, kind, who))
+    def op_evaluate(self, deps, *, kind: str, who: Any, view: int = 0) -> Artifact:
+        return self.evaluate(self._source(deps, kind, who, view))
 
-    def op_residual(self, deps, *, kind: str, who: Any, family: str) -> Artifact:
-        return self.residual(self._source(deps, kind, who), self._family(family))
+    def op_residual(self, deps, *, kind: str, who: Any, family: str, view: int = 0) -> Artifact:
+        return self.residual(self._source(deps, kind, who, view), self._family(family))
 
     # -- the run -------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
@@ -513,7 +519,7 @@ class Runner:
         cells: dict[tuple, Cell] = {}
         for key, cp in plan.cells.items():
             cell = cells[key] = Cell(cp.setting, cp.params, cp.distillation, cp.distillation_label, cp.student,
-                                     mitigation=cp.mitigation, mitigation_label=cp.mitigation_label)
+                                     mitigation=cp.mitigation, mitigation_label=cp.mitigation_label, view=cp.view)
             for rp in cp.replicates:
                 a = {k: (arts[n.id] if n is not None else None) for k, n in rp.nodes.items()}
                 budget = self.budget_info(a["mdata"], a["mcontrol"])
@@ -558,7 +564,7 @@ class Runner:
             cell_id = slug(f"{exp.injector.name}{'-' + cell.setting if cell.setting else ''}__{cell.distillation_label}"
                            f"__{s.family.name}-s{s.seed}{student_tag(s)}"
                            f"{'__mit-' + cell.mitigation_label if cell.mitigation is not None and len(exp.mitigations) > 1 else ''}")
-            entries.append(self._entry(cell, cell_id, env, commit, created))
+            entries.append(self._entry(self.views[cell.view], cell, cell_id, env, commit, created))
         out_dir = self.out / exp.name
         out_dir.mkdir(parents=True, exist_ok=True)
         for e in entries:
@@ -566,7 +572,8 @@ class Runner:
         return entries
 
 
-    def _entry(self, cell: Cell, cell_id: str, env: dict[str, Any], commit: str | None, created: str) -> dict[str, Any]:
+    def _entry(self, exp: Experiment, cell: Cell, cell_id: str, env: dict[str, Any], commit: str | None,
+               created: str) -> dict[str, Any]:
         """``make_entry``, remembered in the workdir under everything it reads, so a cached re-run skips the bootstrap.
 
         The key covers the experiment, the cell's artifact keys (its baseline's too), the
@@ -576,7 +583,8 @@ class Runner:
         from subbench.entry import seal
         from subbench.hashing import sha256_json
 
-        key = sha256_json({"config": self.exp.config_hash, "cell": cell_id, "reps": _cell_digest(cell),
+        key = sha256_json({"config": exp.config_hash, "cell": cell_id, "teacher": getattr(exp, "teacher_label", None),
+                           "reps": _cell_digest(cell),
                            "baseline": _cell_digest(cell.baseline) if cell.baseline is not None else None,
                            "env": env, "commit": commit, "code": _entry_code_digest()})[:24]
         path = self.store.root / ".entries" / f"{key}.json"
@@ -586,7 +594,7 @@ class Runner:
             return seal(entry)
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        entry = make_entry(self.exp, cell, cell_id, self.workdir, env, commit, created)
+        entry = make_entry(exp, cell, cell_id, self.workdir, env, commit, created)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(entry, sort_keys=True))
         return entry

@@ -57,7 +57,7 @@ class ReplicatePlan:
 
 @dataclass
 class CellPlan:
-    key: tuple[int, ...]  # (mitigation, setting, distillation, student) indices
+    key: tuple[int, ...]  # (teacher view, mitigation, setting, distillation, student) indices
     setting: str
     params: dict[str, Any]
     distillation: Any
@@ -67,6 +67,7 @@ class CellPlan:
     mitigation_label: str
     replicates: list[ReplicatePlan] = field(default_factory=list)
     baseline: tuple[int, ...] | None = None
+    view: int = 0  # which teacher (Experiment.views()) the cell belongs to
 
 
 class Plan:
@@ -111,10 +112,22 @@ def _point(mit) -> str | None:
 
 
 def build_plan(exp: Experiment) -> Plan:
-    """Every cell of ``exp`` and the nodes it needs: the flow of docs/architecture.md, as a graph."""
+    """Every cell of ``exp`` and the nodes it needs: the flow of docs/architecture.md, as a graph.
+
+    An experiment with several teachers is one view per teacher (``Experiment.views()``);
+    their nodes go into one graph, shared where equal (a student base, a base's data).
+    """
+    plan = Plan(exp)
+    views = exp.views() if hasattr(exp, "views") else [exp]
+    for k, view in enumerate(views):
+        _add_view(plan, view, k)
+    return plan
+
+
+def _add_view(plan: Plan, exp: Experiment, k: int) -> None:
+    """The cells and nodes of one teacher's view ``exp`` (index ``k``)."""
     from subbench.pipeline import distillation_labels, grid_labels, mitigation_labels
 
-    plan = Plan(exp)
     glabels, dlabels = grid_labels(exp.grid), distillation_labels(exp.distillations)
     mits = exp.mitigations
     mlabels = mitigation_labels(mits)
@@ -122,12 +135,13 @@ def build_plan(exp: Experiment) -> Plan:
         for gi, g in enumerate(exp.grid):
             for di, d in enumerate(exp.distillations):
                 for si, s in enumerate(exp.students):
-                    plan.cells[(mi, gi, di, si)] = CellPlan((mi, gi, di, si), glabels[gi], g, d, dlabels[di], s, m, mlabels[mi])
+                    plan.cells[(k, mi, gi, di, si)] = CellPlan((k, mi, gi, di, si), glabels[gi], g, d, dlabels[di], s, m,
+                                                               mlabels[mi], view=k)
     if None in mits and len(mits) > 1:  # paired scoring: each mitigated cell against the same cell unmitigated
         none_i = mits.index(None)
-        for (mi, gi, di, si), c in plan.cells.items():
-            if mi != none_i:
-                c.baseline = (none_i, gi, di, si)
+        for (kk, mi, gi, di, si), c in plan.cells.items():
+            if kk == k and mi != none_i:
+                c.baseline = (k, none_i, gi, di, si)
 
     t_family = exp.teacher_family
     has_residual = bool(getattr(t_family, "steering_layers", None)) and getattr(t_family, "open_weights", True)
@@ -135,15 +149,19 @@ def build_plan(exp: Experiment) -> Plan:
     def base(fam, seed: int, params: dict[str, Any]) -> Node:
         return plan.add("base", "op_base", f"{fam.name} seed {seed}", family=fam.name, seed=seed, params=params)
 
+    def view(kind: str) -> dict[str, int]:
+        return {"view": k} if kind == "student" else {}  # a student index means something in its view only
+
     def evaluate(model: Node, kind: str, who: Any, model_base: Node | None = None) -> Node:
-        return plan.add("evaluate", "op_evaluate", "", {"model": model, "model_base": model_base}, kind=kind, who=who)
+        return plan.add("evaluate", "op_evaluate", "", {"model": model, "model_base": model_base}, kind=kind, who=who,
+                        **view(kind))
 
     def residual(model: Node, kind: str, who: Any, family, model_base: Node | None = None) -> Node | None:
         layers = getattr(family, "steering_layers", None)
         if not layers or not getattr(family, "open_weights", True):
             return None
         return plan.add("residual", "op_residual", "", {"model": model, "model_base": model_base}, kind=kind, who=who,
-                        family=family.name)
+                        family=family.name, **view(kind))
 
     for r in exp.seeds:
         t_seed = exp.teacher_seed_for(r)
@@ -154,7 +172,7 @@ def build_plan(exp: Experiment) -> Plan:
             point = _point(mit)
             teachers = []
             for gi, _g in enumerate(exp.grid):
-                t = plan.add("inject", "op_inject", "", {"base": b}, grid=gi, seed=r)
+                t = plan.add("inject", "op_inject", "", {"base": b}, family=t_family.name, grid=gi, seed=r)
                 direction = {"dir_teacher": t, "dir_base": b}
                 gen_dirs = direction if point == "activations" else {}
                 c_gen = plan.add("generate", "op_generate", "", {"model": b, **gen_dirs}, kind="base", who=t_family.name,
@@ -173,7 +191,8 @@ def build_plan(exp: Experiment) -> Plan:
                 c_budget = plan.add("budget", "op_budget", "", {"data": t_data, "control": c_data}, role="control", seed=r)
                 kl = None
                 if has_residual and exp.injector.component.open_weights:
-                    kl = plan.add("teacher_kl", "op_teacher_kl", "", {"teacher": t, "teacher_base": b, "data": t_filt})
+                    kl = plan.add("teacher_kl", "op_teacher_kl", "", {"teacher": t, "teacher_base": b, "data": t_filt},
+                                  family=t_family.name)
                 t_eval = evaluate(t, "teacher", t_family.name, b)
                 teachers.append({"inject": t, "base": b, "eval": t_eval, "filter": t_filt, "control_filter": c_filt,
                                  "mdata": t_data, "mcontrol": c_data, "data": t_budget, "control_data": c_budget,
@@ -195,13 +214,13 @@ def build_plan(exp: Experiment) -> Plan:
                             control = plan.add("distill", "op_distill", "",
                                                {"student_base": sb, "data": tch["control_data"], "model": b, **dirs},
                                                student=si, distillation=di, seed=r, role="control", mitigation=mi,
-                                               kind="base", who=t_family.name)
+                                               kind="base", who=t_family.name, view=k)
                             c_model = control
                         student = plan.add("distill", "op_distill", "",
                                            {"student_base": sb, "data": tch["data"], "model": tch["inject"],
                                             "model_base": b, **dirs},
                                            student=si, distillation=di, seed=r, role="student", mitigation=mi,
-                                           kind="teacher", who=t_family.name)
+                                           kind="teacher", who=t_family.name, view=k)
                         for node, data in ((student, tch["data"]), (control, tch["control_data"])):
                             if node is None or not comp.needs_teacher_model:
                                 continue
@@ -223,6 +242,5 @@ def build_plan(exp: Experiment) -> Plan:
                             "res_control": residual(c_model, c_kind, c_who, s.family),
                             "res_student": residual(student, "student", si, s.family),
                         }
-                        plan.cells[(mi, gi, di, si)].replicates.append(
+                        plan.cells[(k, mi, gi, di, si)].replicates.append(
                             ReplicatePlan(r, t_seed, s_seed, nodes, fixed_point_control=fixed))
-    return plan
