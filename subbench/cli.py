@@ -83,6 +83,7 @@ def run(experiment, sets, workdir, out, device, fresh, jobs, executor, address, 
 
         if not torch.cuda.is_available():
             raise SubbenchError("--device cuda was asked for but torch sees no CUDA device; use --device cpu.")
+    from subbench.executor import run_experiment
     from subbench.pipeline import Runner, format_table
 
     workdir = workdir or Path(os.environ.get("SUBBENCH_WORKDIR", ".subbench"))
@@ -91,7 +92,7 @@ def run(experiment, sets, workdir, out, device, fresh, jobs, executor, address, 
         raise ConfigError("--address joins a Ray cluster; add --executor ray.")
     runner = Runner(exp, workdir=workdir, out=out, device=device, quiet=quiet, fresh=fresh, jobs=jobs,
                     executor=executor, address=address)
-    entries = runner.run()
+    entries = run_experiment(runner)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from subbench.config import Experiment
-from subbench.pipeline import distillation_labels, grid_labels
+from subbench.plan import distillation_labels, grid_labels
 
 
 def describe(exp: Experiment) -> str:
@@ -24,7 +24,7 @@ def describe(exp: Experiment) -> str:
     ]
     n_m = len(exp.mitigations)
     if n_m > 1:
-        from subbench.pipeline import mitigation_labels
+        from subbench.plan import mitigation_labels
 
         lines.append("  mitigations " + ", ".join(
             f"{label} ({getattr(m.component, 'point', 'data')})" if m else label

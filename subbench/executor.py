@@ -35,6 +35,22 @@ STAGE_WEIGHT = {"base": 120.0, "inject": 15.0, "generate": 15.0, "distill": 25.0
 INLINE_STAGES = frozenset({"filter", "budget", "mitigate", "score"})
 
 
+def run_experiment(runner) -> list[dict[str, Any]]:
+    """A run: the experiment's plan, its nodes produced (or found), its cells filled, one entry each."""
+    import json
+
+    from subbench.artifacts import atomic_write_text
+    from subbench.plan import build_plan
+
+    plan = build_plan(runner.exp)
+    arts = execute(runner, plan)
+    runner._models.clear()
+    if runner.timeline:  # which stages ran side by side, on which worker (benchmarks/executor.py draws it)
+        (runner.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(runner.workdir / "logs" / "timeline.json", json.dumps(runner.timeline, indent=1) + "\n")
+    return runner.entries(runner.cells(plan, arts))
+
+
 def execute(runner, plan) -> dict[str, Any]:
     """Every node of ``plan`` produced or found; node id -> artifact."""
     jobs, kind = runner.jobs, runner.executor
@@ -89,7 +105,7 @@ def priorities(plan) -> dict[str, float]:
 
 
 def _parallel(runner, plan, pool) -> dict[str, Any]:
-    from subbench.pipeline import Missing
+    from subbench.plan import Missing
 
     order = plan.order()
     prio = priorities(plan)
@@ -354,8 +370,8 @@ TINY_SECONDS = {"base": 150.0, "inject": 1.0, "generate": 7.0, "filter": 0.1, "b
 
 def describe_plan(exp, workdir: Path, jobs: int) -> list[str]:
     """The plan's nodes, which are cached in ``workdir``, the critical path and the wall time on ``jobs`` workers."""
-    from subbench.pipeline import Missing, Runner
-    from subbench.plan import build_plan
+    from subbench.pipeline import Runner
+    from subbench.plan import Missing, build_plan
 
     plan = build_plan(exp)
     runner = Runner(exp, workdir=workdir, out=workdir / "out", quiet=True, worker=True) \

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,14 +30,7 @@ from subbench.crashlog import component_failure, debug
 from subbench.entry import environment, git_commit, now
 from subbench.errors import SubbenchError
 from subbench.hashing import sha256_dir, sha256_file
-
-
-class Missing(Exception):
-    """A stage whose artifact is not in the store yet (raised only when the executor probes)."""
-
-    def __init__(self, stage: str, key: str, label: str):
-        super().__init__(f"{stage} {key}")
-        self.stage, self.key, self.label = stage, key, label
+from subbench.plan import Missing, slug
 
 
 @dataclass
@@ -501,19 +493,7 @@ class Runner:
     def op_residual(self, deps, *, kind: str, who: Any, family: str, view: int = 0) -> Artifact:
         return self.residual(self._source(deps, kind, who, view), self._family(family))
 
-    # -- the run -------------------------------------------------------------------
-    def run(self) -> list[dict[str, Any]]:
-        from subbench.executor import execute
-        from subbench.plan import build_plan
-
-        plan = build_plan(self.exp)
-        arts = execute(self, plan)
-        self._models.clear()
-        if self.timeline:  # which stages ran side by side, on which worker (benchmarks/executor.py draws it)
-            (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.workdir / "logs" / "timeline.json", json.dumps(self.timeline, indent=1) + "\n")
-        return self.entries(self.cells(plan, arts))
-
+    # -- the run's cells and entries ------------------------------------------------
     def cells(self, plan, arts: dict[str, Artifact]) -> list[Cell]:
         """The plan's cells filled with the artifacts of their nodes."""
         cells: dict[tuple, Cell] = {}
@@ -657,11 +637,6 @@ class _Decoding:
         return self._model[item]
 
 
-def mitigation_labels(mits: list) -> list[str]:
-    """'none', the name, or the name and its differing params when a name appears twice."""
-    return ["none" if m is None else _spec_label(m, mits) for m in mits]
-
-
 def base_inputs(family, seed: int, params: dict[str, Any]) -> dict[str, Any]:
     return {"family": family.name, "version": family.version, "seed": seed, "params": params}
 
@@ -692,30 +667,6 @@ def _short(params: dict[str, Any]) -> str:
     items = [f"{k}={v}" for k, v in params.items() if not isinstance(v, (dict, list))]
     text = ",".join(items)
     return text if len(text) < 60 else text[:57] + "..."
-
-
-def grid_labels(grid: list[dict[str, Any]]) -> list[str]:
-    if len(grid) <= 1:
-        return [""]
-    varying = [k for k in grid[0] if len({json.dumps(g.get(k), sort_keys=True) for g in grid}) > 1]
-    return [",".join(f"{k}={g[k]}" for k in varying) for g in grid]
-
-
-def distillation_labels(dists: list[Spec]) -> list[str]:
-    return [d.label or _spec_label(d, dists) for d in dists]
-
-
-def _spec_label(spec: Spec, specs: list) -> str:
-    """The component's name, with the params that differ when the same name is listed twice."""
-    same = [o for o in specs if o is not None and o.name == spec.name]
-    if len(same) == 1:
-        return spec.name
-    varying = [k for k in spec.params if len({json.dumps(o.params.get(k), sort_keys=True) for o in same}) > 1]
-    return f"{spec.name}[{','.join(f'{k}={spec.params[k]}' for k in varying)}]"
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=,\[\]+-]+", "_", text).strip("_")
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:

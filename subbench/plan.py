@@ -20,10 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from subbench.config import Experiment
+from subbench.config import Experiment, Spec
+
+
+class Missing(Exception):
+    """A stage whose artifact is not in the store yet (raised only when the executor probes)."""
+
+    def __init__(self, stage: str, key: str, label: str):
+        super().__init__(f"{stage} {key}")
+        self.stage, self.key, self.label = stage, key, label
 
 
 @dataclass(eq=False)
@@ -126,8 +135,6 @@ def build_plan(exp: Experiment) -> Plan:
 
 def _add_view(plan: Plan, exp: Experiment, k: int) -> None:
     """The cells and nodes of one teacher's view ``exp`` (index ``k``)."""
-    from subbench.pipeline import distillation_labels, grid_labels, mitigation_labels
-
     glabels, dlabels = grid_labels(exp.grid), distillation_labels(exp.distillations)
     mits = exp.mitigations
     mlabels = mitigation_labels(mits)
@@ -244,3 +251,33 @@ def _add_view(plan: Plan, exp: Experiment, k: int) -> None:
                         }
                         plan.cells[(k, mi, gi, di, si)].replicates.append(
                             ReplicatePlan(r, t_seed, s_seed, nodes, fixed_point_control=fixed))
+
+
+# -- labels of cells (a grid's settings, distillations, mitigations) ------------------------
+def grid_labels(grid: list[dict[str, Any]]) -> list[str]:
+    if len(grid) <= 1:
+        return [""]
+    varying = [k for k in grid[0] if len({json.dumps(g.get(k), sort_keys=True) for g in grid}) > 1]
+    return [",".join(f"{k}={g[k]}" for k in varying) for g in grid]
+
+
+def distillation_labels(dists: list[Spec]) -> list[str]:
+    return [d.label or _spec_label(d, dists) for d in dists]
+
+
+def _spec_label(spec: Spec, specs: list) -> str:
+    """The component's name, with the params that differ when the same name is listed twice."""
+    same = [o for o in specs if o is not None and o.name == spec.name]
+    if len(same) == 1:
+        return spec.name
+    varying = [k for k in spec.params if len({json.dumps(o.params.get(k), sort_keys=True) for o in same}) > 1]
+    return f"{spec.name}[{','.join(f'{k}={spec.params[k]}' for k in varying)}]"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=,\[\]+-]+", "_", text).strip("_")
+
+
+def mitigation_labels(mits: list) -> list[str]:
+    """'none', the name, or the name and its differing params when a name appears twice."""
+    return ["none" if m is None else _spec_label(m, mits) for m in mits]

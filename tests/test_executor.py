@@ -81,6 +81,7 @@ def test_in_process_components_run_in_process(tmp_path):
     from toy_plugin import registered
 
     from subbench.config import load_experiment
+    from subbench.executor import run_experiment
     from subbench.pipeline import Runner
 
     p = tmp_path / "toy.yaml"
@@ -91,7 +92,7 @@ def test_in_process_components_run_in_process(tmp_path):
         r = Runner(load_experiment(str(p)), workdir=tmp_path / "w", out=tmp_path / "out", jobs=2)
         messages = []
         r.ctx.log = messages.append
-        assert len(r.run()) == 1
+        assert len(run_experiment(r)) == 1
     assert any("registered in this process only" in m for m in messages)
 
 

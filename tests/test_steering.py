@@ -151,6 +151,7 @@ def test_a_tiny_steering_run_records_kl_and_mechanism(tmp_path):
 
     from subbench.config import load_experiment
     from subbench.leaderboard.validate import validate_entry
+    from subbench.executor import run_experiment
     from subbench.pipeline import Runner
 
     small = {**SMALL, "steps": 40}
@@ -165,7 +166,7 @@ def test_a_tiny_steering_run_records_kl_and_mechanism(tmp_path):
         "students": [{"family": "tiny-llama", "seed": "teacher", "params": small}],
     }))
     exp = load_experiment(str(exp_file))
-    (entry,) = Runner(exp, tmp_path / "w", tmp_path / "out", quiet=True, jobs=1).run()
+    (entry,) = run_experiment(Runner(exp, tmp_path / "w", tmp_path / "out", quiet=True, jobs=1))
     (seed,) = entry["domain"]["per_seed"]
     assert seed["teacher_kl_from_base"] > 0
     mech = entry["mechanism"]
