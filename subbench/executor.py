@@ -185,7 +185,8 @@ def run_node(payload: dict[str, Any]) -> dict[str, Any]:
     from subbench.config import validate
     from subbench.pipeline import Runner
 
-    ident = (payload["where"], payload["config_hash"], payload["workdir"], payload["device"], payload["fresh"])
+    ident = (payload["where"], payload["config_hash"], payload["workdir"], payload["device"], payload["fresh"],
+             payload["started"])
     runner = _WORKER.get("runner") if _WORKER.get("ident") == ident else None
     if runner is None:
         from subbench.context import env_threads
@@ -199,6 +200,7 @@ def run_node(payload: dict[str, Any]) -> dict[str, Any]:
             exp = validate(payload["raw"], payload["where"])
         runner = Runner(exp, workdir=Path(payload["workdir"]), out=Path(payload["workdir"]) / "out",
                         device=payload["device"], quiet=True, fresh=payload["fresh"], worker=True)
+        runner.store.started = payload["started"]  # --fresh: what this run produced (any worker) counts as fresh
         _WORKER.update(ident=ident, runner=runner)
     deps = {name: runner.store.open(stage, key) for name, (stage, key) in payload["deps"].items()}
     before = runner.stats["run"]
@@ -211,7 +213,8 @@ def _payload(runner, node, deps: dict[str, tuple[str, str]]) -> dict[str, Any]:
     if exp.raw is None:
         raise SubbenchError("This experiment was built in process (no YAML); run it with --jobs 1.")
     return {"raw": exp.raw, "where": exp.where, "config_hash": exp.config_hash, "workdir": str(runner.workdir),
-            "device": runner.ctx.device, "fresh": runner.store.fresh, "op": node.op, "args": node.args, "deps": deps}
+            "device": runner.ctx.device, "fresh": runner.store.fresh, "started": runner.store.started, "op": node.op,
+            "args": node.args, "deps": deps}
 
 
 class ProcessPool:

@@ -110,3 +110,37 @@ def test_ray_flag_without_ray_names_what_to_install(tmp_path):
                            "--out", str(tmp_path / "o"), "--executor", "ray"], capture_output=True, text=True, env=ENV)
     assert done.returncode != 0
     assert "pip install 'subbench[ray]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_a_killed_local_worker_ends_the_run_in_one_line_and_a_rerun_resumes(serial, tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen(_cmd(tmp_path / "work", tmp_path / "out", "--jobs", "2"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    killed, seen = None, []
+    deadline = time.time() + 300
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("[distill]") and "running" in line:
+            workers = [c for c in _children(proc.pid) if "python" in Path(f"/proc/{c}/cmdline").read_text()]
+            if workers:
+                killed = workers[-1]
+                os.kill(killed, signal.SIGKILL)
+                break
+        assert time.time() < deadline, "".join(seen)
+    _, err = proc.communicate(timeout=300)
+    assert killed is not None, "".join(seen)
+    assert proc.returncode != 0 and "A worker process died" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "mlp-aux-logits").exists()  # no entry from a half run
+    again = subprocess.run(_cmd(tmp_path / "work", tmp_path / "out", "--jobs", "2", "-q"), capture_output=True, text=True,
+                           env=ENV)
+    assert again.returncode == 0, again.stderr
+    assert entries(tmp_path / "out") == serial
