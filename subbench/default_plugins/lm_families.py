@@ -1,4 +1,5 @@
-"""Causal-LM families: ``hf`` (any hub model) and the embedded CPU families ``tiny-llama`` and ``tiny-qwen2``.
+"""Causal-LM families: ``hf`` (any hub model) and the embedded CPU families ``tiny-llama``, ``tiny-qwen2``,
+``tiny-gpt2`` and ``tiny-mistral``.
 
 Hub and tiny families load through the same ``from_pretrained`` path
 (:func:`subbench.lm.handle.load_handle`); a tiny family only adds a ``build`` that
@@ -20,6 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from subbench.lm.handle import LMHandle
 
 _DECODER_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: GPT-2's fused attention and MLP projections (transformers' Conv1D; peft adapts them as such).
+_GPT2_MODULES = ("c_attn", "c_proj", "c_fc")
 
 
 class HFFamily(Family):
@@ -108,12 +111,14 @@ class TinyFamily(HFFamily):
 
     vocabulary_name = "subbench-words-v1"
 
-    def __init__(self, name: str, arch: str, description: str, parameters: dict[str, Any]):
+    def __init__(self, name: str, arch: str, description: str, parameters: dict[str, Any],
+                 lora_target_modules: Sequence[str] = _DECODER_MODULES):
         """``parameters``: a :class:`Param` per name, or a plain default (a plugin's override) that keeps
         the built-in declaration of that name."""
         import dataclasses
 
-        super().__init__(name, None, steering_layers=(1,), description=description)
+        super().__init__(name, None, steering_layers=(1,), lora_target_modules=lora_target_modules,
+                         description=description)
         self.arch = arch
         self.parameters = {
             k: v if isinstance(v, Param) else dataclasses.replace(_TINY_PARAMETERS[k], default=v)
@@ -160,6 +165,20 @@ class TinyFamily(HFFamily):
             from transformers import LlamaConfig, LlamaForCausalLM
 
             return LlamaConfig(**common), LlamaForCausalLM
+        if self.arch == "mistral":
+            from transformers import MistralConfig, MistralForCausalLM
+
+            return MistralConfig(**common, sliding_window=None), MistralForCausalLM
+        if self.arch == "gpt2":
+            from transformers import GPT2Config, GPT2LMHeadModel
+
+            # learned positions, LayerNorm, GELU MLP, fused QKV; no dropout, like the others
+            return GPT2Config(vocab_size=common["vocab_size"], n_embd=common["hidden_size"],
+                              n_inner=common["intermediate_size"], n_layer=common["num_hidden_layers"],
+                              n_head=common["num_attention_heads"], n_positions=common["max_position_embeddings"],
+                              resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
+                              pad_token_id=common["pad_token_id"], bos_token_id=common["bos_token_id"],
+                              eos_token_id=common["eos_token_id"]), GPT2LMHeadModel
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
         return Qwen2Config(**common, use_sliding_window=False), Qwen2ForCausalLM
@@ -235,6 +254,16 @@ TINY_QWEN2 = TinyFamily(
     "A ~0.2M-parameter Qwen2 pretrained on the embedded corpus; a cross-architecture student.",
     _TINY_PARAMETERS,
 )
+TINY_GPT2 = TinyFamily(
+    "tiny-gpt2", "gpt2",
+    "A ~0.2M-parameter GPT-2 (learned positions, LayerNorm, GELU) pretrained on the embedded corpus.",
+    _TINY_PARAMETERS, lora_target_modules=_GPT2_MODULES,
+)
+TINY_MISTRAL = TinyFamily(
+    "tiny-mistral", "mistral",
+    "A ~0.2M-parameter Mistral (no sliding window at this length) pretrained on the embedded corpus.",
+    _TINY_PARAMETERS,
+)
 HF = HFFamily("hf", None, description="Any hub causal LM: params model_id and revision.")
 
 
@@ -242,4 +271,6 @@ HF = HFFamily("hf", None, description="Any hub causal LM: params model_id and re
 def register_families(register):
     register(TINY_LLAMA)
     register(TINY_QWEN2)
+    register(TINY_GPT2)
+    register(TINY_MISTRAL)
     register(HF)
