@@ -468,6 +468,8 @@ class Runner:
 
     # -- the grid ----------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
+        if self.exp.teachers:  # several teachers: each one's cells as a single-teacher run (run_teachers)
+            return run_teachers(self)
         exp = self.exp
         t_family = exp.teacher_family
         self.prebuild_bases()
@@ -558,6 +560,24 @@ class Runner:
         for e in entries:
             atomic_write_text(out_dir / f"{e['cell']['id']}.json", json.dumps(e, indent=2, sort_keys=True) + "\n")
         return entries
+
+
+def run_teachers(runner: Runner) -> list[dict[str, Any]]:
+    """A multi-teacher experiment (``teacher:`` a list): an outer loop over its teachers.
+
+    Each teacher's view (:meth:`Experiment.views`) runs exactly as a single-teacher
+    experiment would, so shared stages (a student base, a base's samples) are cached once;
+    its entries' cell ids start with the teacher's label (:func:`subbench.cell.teacher_cell_id`).
+    """
+    whole = runner.exp
+    entries: list[dict[str, Any]] = []
+    try:
+        for view in whole.views():
+            runner.exp = view
+            entries.extend(runner.run())
+    finally:
+        runner.exp = whole
+    return entries
 
 
 def _torch_lm(handle) -> bool:
