@@ -705,6 +705,8 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
                 except SubbenchError as exc:
                     v.fail(f"distillation[{i}] with students[{j}]", str(exc))
 
+    if multi:  # a student named twice is a mistake; ``family: teacher`` repeating one is not (teacher_students)
+        check_students_and_domain(v, t_family, domain, [s for s in students if not s.of_teacher])
     for t in t_list:
         check_teacher(t.family, t.seed, t.params, teacher_students(t.family, students) if multi else students)
 
