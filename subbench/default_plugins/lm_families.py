@@ -112,14 +112,17 @@ class TinyFamily(HFFamily):
     vocabulary_name = "subbench-words-v1"
 
     def __init__(self, name: str, arch: str, description: str, parameters: dict[str, Any],
-                 lora_target_modules: Sequence[str] = _DECODER_MODULES):
+                 lora_target_modules: Sequence[str] = _DECODER_MODULES, init_stream: int = 0):
         """``parameters``: a :class:`Param` per name, or a plain default (a plugin's override) that keeps
-        the built-in declaration of that name."""
+        the built-in declaration of that name. ``init_stream``: added to the seed before the weights are
+        drawn, so that two families whose modules are created in the same order and shapes (Mistral and
+        Llama) do not start from the very same weights at one seed."""
         import dataclasses
 
         super().__init__(name, None, steering_layers=(1,), lora_target_modules=lora_target_modules,
                          description=description)
         self.arch = arch
+        self.init_stream = int(init_stream)
         self.parameters = {
             k: v if isinstance(v, Param) else dataclasses.replace(_TINY_PARAMETERS[k], default=v)
             if k in _TINY_PARAMETERS else Param.infer(v)
@@ -168,7 +171,9 @@ class TinyFamily(HFFamily):
         if self.arch == "mistral":
             from transformers import MistralConfig, MistralForCausalLM
 
-            return MistralConfig(**common, sliding_window=None), MistralForCausalLM
+            # Mistral-style grouped-query attention (half as many key/value heads); no sliding window at this length
+            kv = common["num_attention_heads"] // 2 if common["num_attention_heads"] % 2 == 0 else common["num_attention_heads"]
+            return MistralConfig(**{**common, "num_key_value_heads": kv}, sliding_window=None), MistralForCausalLM
         if self.arch == "gpt2":
             from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -195,7 +200,7 @@ class TinyFamily(HFFamily):
         ctx.setup_torch()
         tokenizer = build_tokenizer()
         config, cls = self.config(params, tokenizer)
-        torch.manual_seed(int(seed))
+        torch.manual_seed(int(seed) + self.init_stream)
         model = cls(config)
         corpus = CorpusSpec(seed=int(params["corpus_seed"]), p_copy=float(params["p_copy"]))
         stats = pretrain(model, tokenizer, steps=int(params["steps"]), lr=float(params["lr"]),
@@ -261,8 +266,9 @@ TINY_GPT2 = TinyFamily(
 )
 TINY_MISTRAL = TinyFamily(
     "tiny-mistral", "mistral",
-    "A ~0.2M-parameter Mistral (no sliding window at this length) pretrained on the embedded corpus.",
-    _TINY_PARAMETERS,
+    "A ~0.2M-parameter Mistral (grouped-query attention; no sliding window at this length) pretrained on the "
+    "embedded corpus.",
+    _TINY_PARAMETERS, init_stream=1_000_003,
 )
 HF = HFFamily("hf", None, description="Any hub causal LM: params model_id and revision.")
 
