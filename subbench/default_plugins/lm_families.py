@@ -230,6 +230,83 @@ class TinyFamily(HFFamily):
                            tokenizer_loader=load_tokenizer)
 
 
+class SiblingFamily(TinyFamily):
+    """A grown copy of another tiny family's base: same initialisation, more layers.
+
+    ``build`` takes the source family's base of the same seed and params (from the
+    workdir's store when it is there, else built the same way), copies every weight into
+    a model with ``grow_layers`` more decoder layers and zeroes the output projections of
+    the new layers, so the copy computes exactly the base's function from a different
+    shape. As a student of the source family's teacher it asks whether a shared
+    initialisation alone carries a trait across shapes (its relation: ``sibling``).
+    """
+
+    def __init__(self, name: str, source: TinyFamily):
+        params = dict(source.parameters)
+        params["grow_layers"] = Param(int, 1, "decoder layers added after the source base's last one", min=1, max=16)
+        super().__init__(name, source.arch, f"A grown copy of a {source.name} base (same weights, more layers): the "
+                         "sibling student of that family's teacher.", params,
+                         lora_target_modules=source.lora_target_modules, init_stream=source.init_stream)
+        self.source = source
+
+    def source_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in params.items() if k != "grow_layers"}
+
+    def build(self, seed: int, params: dict[str, Any], out: Path, ctx: "Context") -> dict[str, Any]:
+        import torch
+
+        from subbench.artifacts import ArtifactStore
+        from subbench.lm.handle import weights_sha256
+        from subbench.lm.tokenizer import load_tokenizer, save_tokenizer
+        from subbench.pipeline import base_inputs, build_base
+
+        params = self.resolve_params(params, where=f"family {self.name}")
+        src_params = self.source.resolve_params(self.source_params(params))
+        store = ArtifactStore(Path(ctx.workdir) / "artifacts", clean=False)
+        art = store.produce("base", base_inputs(self.source, seed, src_params),
+                            lambda tmp: build_base(self.source, seed, src_params, tmp, ctx))
+        ctx.setup_torch()
+        tokenizer = load_tokenizer(art.path)
+        config, cls = self.source.config(src_params, tokenizer)
+        src_model = cls.from_pretrained(str(art.path), dtype=torch.float32)
+        n = int(src_params["layers"])
+        grow = int(params["grow_layers"])
+        if self.arch == "gpt2":
+            config.n_layer = n + grow
+        else:
+            config.num_hidden_layers = n + grow
+            if getattr(config, "layer_types", None) is not None:
+                config.layer_types = list(config.layer_types)[:1] * (n + grow)
+        torch.manual_seed(int(seed) + self.init_stream + 7919)  # the new layers' weights
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(src_model.state_dict(), strict=False)
+        not_new = [k for k in missing if not any(f".{j}." in k for j in range(n, n + grow))]
+        if unexpected or not_new:  # only the new layers may lack weights from the base
+            raise ConfigError(f"family {self.name}: cannot grow {self.source.name}: weights that do not match "
+                              f"{(list(unexpected) + not_new)[:3]}.")
+        with torch.no_grad():  # a new layer adds nothing to the residual stream until it is trained
+            from subbench.lm.hooks import decoder_layers
+
+            for layer in list(decoder_layers(model))[n:]:
+                for name, param in layer.named_parameters():
+                    if name.endswith(("o_proj.weight", "down_proj.weight", "attn.c_proj.weight", "mlp.c_proj.weight",
+                                      "o_proj.bias", "down_proj.bias", "c_proj.bias")):
+                        param.zero_()
+        model.eval()
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out))
+        save_tokenizer(tokenizer, out)
+        return {
+            "builder": f"subbench.{self.name}",
+            "sha256": weights_sha256(out),
+            "vocabulary": self.vocabulary_name,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "sibling_of": {"family": self.source.name, "base": art.key, "sha256": art.result.get("sha256"),
+                           "grow_layers": grow},
+        }
+
+
 #: Size estimates past which a tiny family is refused unless SUBBENCH_ALLOW_LARGE=1.
 TINY_MAX_PARAMETERS = 50_000_000
 TINY_MAX_SEQUENCES = 10_000_000
@@ -270,6 +347,7 @@ TINY_MISTRAL = TinyFamily(
     "embedded corpus.",
     _TINY_PARAMETERS, init_stream=1_000_003,
 )
+TINY_LLAMA_SIBLING = SiblingFamily("tiny-llama-sibling", TINY_LLAMA)
 HF = HFFamily("hf", None, description="Any hub causal LM: params model_id and revision.")
 
 
@@ -279,4 +357,5 @@ def register_families(register):
     register(TINY_QWEN2)
     register(TINY_GPT2)
     register(TINY_MISTRAL)
+    register(TINY_LLAMA_SIBLING)
     register(HF)
