@@ -87,10 +87,6 @@ def student_relation(exp, rep: Replicate, s) -> str:
     or another architecture when its parameter count differs (or cannot be compared and
     more than the seed differs).
     """
-    source = getattr(getattr(s.family, "source", None), "name", None)
-    if source == exp.teacher_family.name and rep.student_seed == rep.teacher_seed \
-            and (rep.student_base.result.get("sibling_of") or {}).get("base") == rep.teacher_base.key:
-        return "sibling"  # a grown copy of the teacher's very base (lm_families.SiblingFamily)
     rel = relation(exp.teacher_family.name, rep.teacher_seed, s.family.name, rep.student_seed)
     if rel == "cross-architecture" or rep.student_base.key == rep.teacher_base.key:
         return rel

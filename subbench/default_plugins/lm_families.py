@@ -238,7 +238,8 @@ class SiblingFamily(TinyFamily):
     a model with ``grow_layers`` more decoder layers and zeroes the output projections of
     the new layers, so the copy computes exactly the base's function from a different
     shape. As a student of the source family's teacher it asks whether a shared
-    initialisation alone carries a trait across shapes (its relation: ``sibling``).
+    initialisation alone carries a trait across shapes (its entries' relation is
+    ``cross-architecture``, the shape differs; its family name says sibling).
     """
 
     def __init__(self, name: str, source: TinyFamily):
