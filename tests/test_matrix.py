@@ -91,6 +91,8 @@ def test_a_multi_teacher_run_writes_one_entry_per_teacher_and_student(tmp_path):
         assert res.exit_code == 0, res.output
         dry = CliRunner().invoke(build_cli(), ["run", str(path), "--dry-run"])
     assert "cells (6):" in dry.output and dry.output.count("  teacher   ") == 2
+    table = res.output.splitlines()
+    assert sum(1 for line in table if line.startswith("toy-a ")) == 3 and sum(1 for line in table if line.startswith("toy-b ")) == 3
     entries = [json.loads(f.read_text()) for f in sorted((tmp_path / "out" / "mat").glob("*.json"))]
     assert len(entries) == 6 and len({e["cell"]["id"] for e in entries}) == 6
     got = {(e["cell"]["teacher"], e["teacher"]["family"], e["student"]["family"], e["student"]["relation"]) for e in entries}
