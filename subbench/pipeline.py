@@ -149,7 +149,10 @@ class Runner:
         builds are independent; each worker uses one torch thread. Families a worker
         cannot resolve (registered in-process only) are left to the serial pass.
         """
-        exp = self.exp
+        self.build_bases(self.missing_bases(self.exp))
+
+    def missing_bases(self, exp) -> dict[str, tuple]:
+        """The bases of ``exp``'s teacher and students not in the store: key -> (family, seed, params)."""
         wanted: dict[str, tuple] = {}
         for r in exp.seeds:
             t_seed = exp.teacher_seed_for(r)
@@ -159,6 +162,10 @@ class Runner:
                 inputs = base_inputs(fam, seed, params)
                 if self.store.lookup("base", inputs) is None:
                     wanted.setdefault(self.store.key(inputs), (fam, seed, params))
+        return wanted
+
+    def build_bases(self, wanted: dict[str, tuple]) -> None:
+        """Build ``wanted`` (from :meth:`missing_bases`) in ``--jobs`` worker processes."""
         if self.jobs < 2 or len(wanted) < 2:
             return
         import multiprocessing as mp
@@ -571,8 +578,13 @@ def run_teachers(runner: Runner) -> list[dict[str, Any]]:
     """
     whole = runner.exp
     entries: list[dict[str, Any]] = []
+    views = whole.views()
+    wanted: dict[str, tuple] = {}
+    for view in views:  # every teacher's missing bases side by side, not one teacher's at a time
+        wanted.update(runner.missing_bases(view))
+    runner.build_bases(wanted)
     try:
-        for view in whole.views():
+        for view in views:
             runner.exp = view
             entries.extend(runner.run())
     finally:

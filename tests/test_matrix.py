@@ -130,3 +130,23 @@ def test_matrix_tiny_dry_run_prints_the_cpu_time():
     assert "cells (20):" in res.output and "base 8," in res.output
     line = next(x for x in res.output.splitlines() if x.startswith("CPU time"))
     assert "min on 2 cores from scratch" in line and "with the bases built" in line
+
+
+def test_every_teachers_bases_are_built_side_by_side_before_the_first_teacher(tmp_path, monkeypatch):
+    from subbench.pipeline import Runner
+
+    exp = load(write(tmp_path))
+    calls = []
+    real = Runner.build_bases
+
+    def record(self, wanted):
+        calls.append(sorted((f.name, seed) for f, seed, _ in wanted.values()))
+        return real(self, wanted)
+
+    monkeypatch.setattr(Runner, "build_bases", record)
+    with registered():
+        Runner(exp, tmp_path / "w", tmp_path / "out", quiet=True, jobs=2).run()
+    # first the union of both teachers' bases (toy-a and toy-b, seeds 0 and 1); the toy families are registered
+    # in-process only, so the workers leave them to each teacher's own pass, which asks again for its own
+    assert calls[0] == [("toy-a", 0), ("toy-a", 1), ("toy-b", 0), ("toy-b", 1)]
+    assert len(calls) == 3
