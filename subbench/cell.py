@@ -59,6 +59,15 @@ class Cell:
     view: int = 0  # which teacher of a multi-teacher experiment (Experiment.views()) the cell belongs to
 
 
+def teacher_cell_id(exp, cell_id: str) -> str:
+    """A multi-teacher experiment's cell id starts with its teacher's label (ids stay unique across teachers);
+    a single-teacher experiment's is unchanged."""
+    import re
+
+    label = getattr(exp, "teacher_label", None)
+    return cell_id if not label else re.sub(r"[^A-Za-z0-9._=,\[\]+-]+", "_", f"{label}__{cell_id}").strip("_")
+
+
 def student_tag(s) -> str:
     """'' for a student at its family's defaults, else ``-p`` and 6 hex digits of its params.
 
@@ -276,13 +285,17 @@ def make_entry(exp, cell: Cell, cell_id: str, workdir: Path, env: dict[str, Any]
     student_prov = {"family": s.family.name, "seed": first.student_seed, "relation": student_relation(exp, first, s),
                     **_provenance(first.student_base.result), "seeds": [r.student_seed for r in reps]}
     d = cell.distillation
+    cell_id = teacher_cell_id(exp, cell_id)
+    cell_block = {"id": cell_id, "teacher_setting": cell.setting or "default", "distillation": cell.distillation_label,
+                  "student": f"{s.family.name}@{s.seed}{student_tag(s)}"}
+    if getattr(exp, "teacher_label", None):  # one of several teachers: the cell names its own
+        cell_block["teacher"] = exp.teacher_label
     entry = {
         "schema_version": SCHEMA_VERSION,
         "subbench_version": __version__,
         "created": created,
         "experiment": {"name": exp.name, "config": exp.resolved, "config_hash": exp.config_hash},
-        "cell": {"id": cell_id, "teacher_setting": cell.setting or "default", "distillation": cell.distillation_label,
-                 "student": f"{s.family.name}@{s.seed}{student_tag(s)}"},
+        "cell": cell_block,
         "teacher": teacher_prov,
         "student": student_prov,
         "trait": {**exp.trait.as_dict(), "target": exp.target, **exp.trait.component.provenance(exp.trait.params)},

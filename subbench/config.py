@@ -26,7 +26,7 @@ TOP_LEVEL = {
     "name": "experiment name (defaults to the file name)",
     "description": "free text",
     "include": "a file (or list) this one extends",
-    "teacher": "{family, seed, params}",
+    "teacher": "{family, seed, params}, or a list of them (every teacher gets every student)",
     "trait": "{name, target, params}",
     "injector": "{name, params}; a list where the injector expects one value is a grid",
     "domain": "{name, size, params}",
@@ -55,7 +55,7 @@ MAX_YAML_DEPTH = 64           # nesting of YAML collections
 MAX_INCLUDE_DEPTH = 32        # include: chains
 MAX_INCLUDED_FILES = 256      # files read for one experiment
 MAX_SEEDS = 1000              # replicates
-MAX_LIST = 100                # students, distillations
+MAX_LIST = 100                # students, distillations, teachers
 MAX_GRID = 10_000             # teacher settings (injector grid points)
 DOMAIN_SIZE = Param(int, 1000, "samples generated per teacher", min=1, max=10_000_000)
 SEED = Param(int, 0, "a replicate seed", min=0, max=SEED_MAX)
@@ -312,15 +312,26 @@ class Spec:
 
 @dataclass
 class StudentSpec:
-    family: Any
+    family: Any  # None for ``family: teacher`` in a multi-teacher experiment until :meth:`Experiment.views` resolves it
     seed: int | str
     params: dict[str, Any]
+    of_teacher: bool = False  # ``family: teacher``: the family of whichever teacher it is distilled from
 
     def resolve_seed(self, teacher_seed: int) -> int:
         return resolve_seed(self.seed, teacher=teacher_seed)
 
     def label(self) -> str:
-        return f"{self.family.name}@{self.seed}"
+        return f"{'teacher' if self.family is None else self.family.name}@{self.seed}"
+
+
+@dataclass
+class TeacherSpec:
+    """One teacher of a multi-teacher experiment (``teacher:`` given as a list)."""
+
+    family: Any
+    seed: int | str
+    params: dict[str, Any]
+    label: str  # the family name, or ``family@seed`` (and a params tag) when two teachers share a family
 
 
 @dataclass
@@ -349,6 +360,28 @@ class Experiment:
     where: str = ""  # the file the experiment came from, as errors name it (a worker validates raw again)
     #: Every mitigation scored (None: unmitigated); ``[mitigation]`` for the single-key form.
     mitigations: list = field(default_factory=lambda: [None])
+    #: ``teacher:`` given as a list: one per teacher (the fields above describe the first); [] otherwise.
+    teachers: list[TeacherSpec] = field(default_factory=list)
+    #: The teacher this view is of (its label) when it is one of :meth:`views`; None otherwise.
+    teacher_label: str | None = None
+
+    def views(self) -> list["Experiment"]:
+        """One single-teacher experiment per teacher (``[self]`` for a single teacher), students resolved.
+
+        A view shares everything with the experiment (name, resolved config and its hash)
+        except the teacher fields, so each teacher's cells run exactly as a single-teacher
+        experiment's would and their entries name the whole experiment's config.
+        """
+        import dataclasses
+
+        if not self.teachers:
+            return [self]
+        out = []
+        for t in self.teachers:
+            students = teacher_students(t.family, self.students)
+            out.append(dataclasses.replace(self, teacher_family=t.family, teacher_seed=t.seed, teacher_params=t.params,
+                                           students=students, teachers=[], teacher_label=t.label))
+        return out
 
     @property
     def config_hash(self) -> str:
@@ -359,6 +392,24 @@ class Experiment:
 
     def cells(self) -> list[tuple[dict[str, Any], Spec, StudentSpec]]:
         return [(g, d, s) for g in self.grid for d in self.distillations for s in self.students]
+
+
+def teacher_students(t_family: Any, students: list[StudentSpec]) -> list[StudentSpec]:
+    """One teacher's students: ``family: teacher`` resolved to its family, a repeat of an earlier student dropped.
+
+    With several teachers one list serves them all, so ``{family: teacher, seed: teacher}``
+    and ``{family: tiny-llama, seed: teacher}`` are the same student for the tiny-llama
+    teacher (it runs once) and different ones for the others.
+    """
+    out, seen = [], set()
+    for s in students:
+        if s.of_teacher:
+            s = StudentSpec(t_family, s.seed, s.params[t_family.name])
+        sig = sha256_json([s.family.name, resolve_seed(s.seed, teacher=0), resolve_seed(s.seed, teacher=1), s.params])
+        if sig not in seen:
+            seen.add(sig)
+            out.append(s)
+    return out
 
 
 def resolve_seed(value: int | str, *, seed: int | None = None, teacher: int | None = None) -> int:
@@ -517,10 +568,9 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         _deprecated("distillation:", "distillers:", where)
     v.keys(raw, "experiment", set(TOP_LEVEL), {"teacher", "trait", "injector", "domain", "students", dkey})
 
-    teacher = v.mapping(raw, "teacher", {"family", "seed", "params"}, {"family"})
-    t_family = v.component("families", teacher["family"], "teacher.family")
-    t_seed = v.seed(teacher.get("seed", 0), "teacher.seed", "'seed' / 'seed+N' (the replicate seed)")
-    t_params = v.params(t_family, teacher.get("params"), "teacher.params")
+    t_list = _teachers(v, raw)
+    multi = isinstance(raw["teacher"], list)
+    t_family, t_seed, t_params = t_list[0].family, t_list[0].seed, t_list[0].params
 
     trait_raw = raw["trait"]
     trait, trait_raw = v.spec("traits", trait_raw, "trait", {"target"})
@@ -599,10 +649,17 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         if not isinstance(s, dict):
             v.fail(f, f"expected {{family, seed, params}}, got {s!r}.")
         v.keys(s, f, {"family", "seed", "params"}, {"family"})
-        fam = v.component("families", s["family"], f"{f}.family")
         seed = v.seed(s.get("seed", "teacher"), f"{f}.seed", "'teacher' / 'teacher+N'")
         if isinstance(seed, str) and seed.strip().startswith("seed"):
             v.fail(f"{f}.seed", "use 'teacher' or 'teacher+N' (relative to the teacher's initialisation) or an integer.")
+        if s["family"] == "teacher":  # the teacher's own family: params checked against each teacher's family
+            by_family = {t.family.name: v.params(t.family, s.get("params"), f"{f}.params") for t in t_list}
+            if multi:
+                students.append(StudentSpec(None, seed, by_family, of_teacher=True))
+            else:
+                students.append(StudentSpec(t_family, seed, by_family[t_family.name]))
+            continue
+        fam = v.component("families", s["family"], f"{f}.family")
         students.append(StudentSpec(fam, seed, v.params(fam, s.get("params"), f"{f}.params")))
 
     d_raw = raw[dkey]
@@ -621,7 +678,6 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
     labels = [d.label for d in distillations if d.label]
     if len(set(labels)) != len(labels):
         v.fail(dkey, "two distillations share a label.")
-    _check_mitigations(v, mitigations, distillations, t_family)
 
     judge_raw = raw.get("judge") or trait.component.default_judge
     if not judge_raw:
@@ -632,6 +688,8 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         v.fail("judge.name", f"trait '{trait.name}' can be judged by {', '.join(allowed_judges)}, not '{judge.name}'.")
 
     seeds, t_seed, replicates = _replicates(v, raw, t_seed)
+    for t in t_list:
+        _, t.seed, _ = _replicates(v, raw, t.seed)
 
     analysis = dict(ANALYSIS_DEFAULTS)
     if raw.get("analysis") is not None:
@@ -643,45 +701,53 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
             v.value(ANALYSIS_PARAMS[k], val, f"analysis.{k}")
         analysis.update(a)
 
-    # seeds that only exist relative to a replicate must stay in range for every replicate
-    for replicate in seeds:
-        t = resolve_seed(t_seed, seed=replicate)
-        if t > SEED_MAX:
-            v.fail("teacher.seed", f"'{t_seed}' gives {t} for replicate {replicate}, past {SEED_MAX}; use smaller seeds.")
-        for i, st in enumerate(students):
-            if st.resolve_seed(t) > SEED_MAX:
-                v.fail(f"students[{i}].seed", f"'{st.seed}' gives {st.resolve_seed(t)} for replicate {replicate}, "
-                       f"past {SEED_MAX}; use smaller seeds.")
+    def check_teacher(t_family, t_seed, t_params, students):
+        """Everything that depends on the teacher, once per teacher."""
+        _check_mitigations(v, mitigations, distillations, t_family)
+        # seeds that only exist relative to a replicate must stay in range for every replicate
+        for replicate in seeds:
+            t = resolve_seed(t_seed, seed=replicate)
+            if t > SEED_MAX:
+                v.fail("teacher.seed", f"'{t_seed}' gives {t} for replicate {replicate}, past {SEED_MAX}; use smaller seeds.")
+            for i, st in enumerate(students):
+                if st.resolve_seed(t) > SEED_MAX:
+                    v.fail(f"students[{i}].seed", f"'{st.seed}' gives {st.resolve_seed(t)} for replicate {replicate}, "
+                           f"past {SEED_MAX}; use smaller seeds.")
 
-    # every component must speak the same modality
-    modality = t_family.modality
-    for label, comp in [("trait", trait.component), ("injector", injector), ("domain", domain.component)] + [
-        (f"{dkey}[{i}]", d.component) for i, d in enumerate(distillations)
-    ] + [(f"students[{i}]", s.family) for i, s in enumerate(students)]:
-        if comp.modality != modality:
-            v.fail(label, f"'{comp.name}' works on {comp.modality} models, but teacher family '{t_family.name}' is {modality}.")
+        # every component must speak the same modality
+        modality = t_family.modality
+        for label, comp in [("trait", trait.component), ("injector", injector), ("domain", domain.component)] + [
+            (f"{dkey}[{i}]", d.component) for i, d in enumerate(distillations)
+        ] + [(f"students[{i}]", s.family) for i, s in enumerate(students)]:
+            if comp.modality != modality:
+                v.fail(label, f"'{comp.name}' works on {comp.modality} models, but teacher family '{t_family.name}' is {modality}.")
 
-    check_students_and_domain(v, t_family, domain, students)
-    if declares(injector, "requires", OPEN_WEIGHTS) and not declares(t_family, "provides", OPEN_WEIGHTS):
-        v.fail("injector.name", f"'{injector.name}' needs the teacher's weights, but family '{t_family.name}' is "
-               "text-only (an API endpoint); use the system-prompt injector or an open-weight family.")
+        check_students_and_domain(v, t_family, domain, students)
+        if declares(injector, "requires", OPEN_WEIGHTS) and not declares(t_family, "provides", OPEN_WEIGHTS):
+            v.fail("injector.name", f"'{injector.name}' needs the teacher's weights, but family '{t_family.name}' is "
+                   "text-only (an API endpoint); use the system-prompt injector or an open-weight family.")
 
-    # pairs that cannot be distilled are refused before any work starts
-    from subbench.components import ModelRef
+        # pairs that cannot be distilled are refused before any work starts
+        from subbench.components import ModelRef
 
-    t_ref = ModelRef(t_family, Path("."), {"params": t_params})
-    for i, d in enumerate(distillations):
-        for j, s in enumerate(students):
-            try:
-                d.component.check(t_ref, ModelRef(s.family, Path("."), {"params": s.params}), injector)
-            except SubbenchError as exc:
-                v.fail(f"{dkey}[{i}] with students[{j}]", str(exc))
-            problem = capability_gap(d.component, (t_family, t_params), (s.family, s.params), injector,
-                                     domain.component)
-            if problem:
-                v.fail(f"{dkey}[{i}] with students[{j}]", problem)
+        t_ref = ModelRef(t_family, Path("."), {"params": t_params})
+        for i, d in enumerate(distillations):
+            for j, s in enumerate(students):
+                try:
+                    d.component.check(t_ref, ModelRef(s.family, Path("."), {"params": s.params}), injector)
+                except SubbenchError as exc:
+                    v.fail(f"{dkey}[{i}] with students[{j}]", str(exc))
+                problem = capability_gap(d.component, (t_family, t_params), (s.family, s.params), injector,
+                                         domain.component)
+                if problem:
+                    v.fail(f"{dkey}[{i}] with students[{j}]", problem)
 
-    check_size(where, estimate_size(len(grid), len(distillations) * len(students), len(seeds), size))
+    if multi:  # a student named twice is a mistake; ``family: teacher`` repeating one is not (teacher_students)
+        check_students_and_domain(v, t_family, domain, [s for s in students if not s.of_teacher])
+    for t in t_list:
+        check_teacher(t.family, t.seed, t.params, teacher_students(t.family, students) if multi else students)
+
+    check_size(where, estimate_size(len(grid) * len(t_list), len(distillations) * len(students), len(seeds), size))
 
     name = raw.get("name") or (Path(where).stem if where else "experiment")
     if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name):
@@ -710,17 +776,20 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         analysis=analysis,
         replicates=replicates,
         budget=budget,
+        teachers=t_list if multi else [],
     )
     _flush_deprecations()
     exp.resolved = {
         "name": name,
-        "teacher": {"family": t_family.name, "seed": t_seed, "params": t_params},
+        "teacher": ([{"family": t.family.name, "seed": t.seed, "params": t.params} for t in t_list] if multi
+                    else {"family": t_family.name, "seed": t_seed, "params": t_params}),
         "trait": {**trait.as_dict(), "target": target},
         "injector": {"name": injector.name, "version": injector.version, "grid": grid},
         "domain": {**domain.as_dict(), "size": size, "budget": budget},
         "mitigation": mitigation.as_dict() if mitigation else None,
         **({"mitigations": [m.as_dict() if m else None for m in mitigations]} if raw.get("mitigations") is not None else {}),
-        "students": [{"family": s.family.name, "seed": s.seed, "params": s.params} for s in students],
+        "students": [{"family": "teacher" if s.of_teacher else s.family.name, "seed": s.seed, "params": s.params}
+                     for s in students],
         # the resolved config keeps the key `distillation`: it is hashed (config_hash) and in every entry
         "distillation": [{**d.as_dict(), **({"label": d.label} if d.label else {})} for d in distillations],
         "judge": judge.as_dict(),
@@ -729,6 +798,42 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
         "analysis": analysis,
     }
     return exp
+
+
+def _teachers(v: "_Validator", raw: dict[str, Any]) -> list[TeacherSpec]:
+    """``teacher:`` as one mapping or a list of them; two teachers may not be the same model."""
+    given = raw["teacher"]
+    if isinstance(given, list):
+        if not given:
+            v.fail("teacher", "expected a non-empty list of {family, seed, params}.")
+        v.bounded_list(given, "teacher", MAX_LIST)
+        fields = [f"teacher[{i}]" for i in range(len(given))]
+    else:
+        given, fields = [given], ["teacher"]
+    out = []
+    for f, t in zip(fields, given):
+        if not isinstance(t, dict):
+            v.fail(f, f"expected a mapping with family, params, seed; got {t!r}.")
+        v.keys(t, f, {"family", "seed", "params"}, {"family"})
+        fam = v.component("families", t["family"], f"{f}.family")
+        seed = v.seed(t.get("seed", 0), f"{f}.seed", "'seed' / 'seed+N' (the replicate seed)")
+        out.append(TeacherSpec(fam, seed, v.params(fam, t.get("params"), f"{f}.params"), fam.name))
+    seen: dict[str, int] = {}
+    for i, t in enumerate(out):
+        sig = sha256_json([t.family.name, str(t.seed), t.params])
+        if sig in seen:
+            v.fail(fields[i], f"is the same teacher as {fields[seen[sig]]} (family, seed and params); remove one.")
+        seen[sig] = i
+    names = [t.family.name for t in out]
+    for t in out:
+        if names.count(t.family.name) > 1:
+            try:
+                defaults = t.family.resolve_params({})
+            except Exception:  # a family without usable defaults (a hub family needs its model id)
+                defaults = None
+            tag = "" if t.params == defaults else "-p" + sha256_json(t.params)[:6]
+            t.label = f"{t.family.name}@{t.seed}{tag}"
+    return out
 
 
 def _replicates(v: "_Validator", raw: dict[str, Any], t_seed: int | str) -> tuple[list[int], int | str, dict[str, Any]]:

@@ -7,16 +7,20 @@ from subbench.plan import distillation_labels, grid_labels
 
 
 def describe(exp: Experiment) -> str:
+    views = exp.views()  # one per teacher (a single-teacher experiment is its own view)
     glabels = grid_labels(exp.grid)
     dlabels = distillation_labels(exp.distillations)
     n_rep = len(exp.seeds)
-    n_t, n_d, n_s = len(exp.grid), len(exp.distillations), len(exp.students)
-    bases = {(exp.teacher_family.name, exp.teacher_seed_for(r)) for r in exp.seeds}
-    bases |= {(s.family.name, s.resolve_seed(exp.teacher_seed_for(r))) for r in exp.seeds for s in exp.students}
+    n_t, n_d = len(exp.grid), len(exp.distillations)
+    bases = {(v.teacher_family.name, v.teacher_seed_for(r)) for v in views for r in exp.seeds}
+    bases |= {(s.family.name, s.resolve_seed(v.teacher_seed_for(r))) for v in views for r in exp.seeds for s in v.students}
+    teacher_lines = [
+        f"  teacher   {v.teacher_family.name} seed {v.teacher_seed}"
+        + (" (from the replicate seed)" if isinstance(v.teacher_seed, str) else "") + f" via {exp.injector.name}"
+        for v in views]
     lines = [
         f"experiment {exp.name} (config {exp.config_hash[:19]})",
-        f"  teacher   {exp.teacher_family.name} seed {exp.teacher_seed}"
-        + (" (from the replicate seed)" if isinstance(exp.teacher_seed, str) else "") + f" via {exp.injector.name}",
+        *teacher_lines,
         f"  trait     {exp.trait.name} target {exp.target} judged by {exp.judge.name}",
         f"  domain    {exp.domain.name} x{exp.size}, training budget {exp.budget}"
         + (f", mitigation {exp.mitigation.name}" if exp.mitigation and len(exp.mitigations) == 1 else ""),
@@ -29,14 +33,70 @@ def describe(exp: Experiment) -> str:
         lines.append("  mitigations " + ", ".join(
             f"{label} ({getattr(m.component, 'point', 'data')})" if m else label
             for label, m in zip(mitigation_labels(exp.mitigations), exp.mitigations)))
-    lines.append(f"cells ({n_m * n_t * n_d * n_s}):")
-    for gi, _ in enumerate(exp.grid):
-        for di, _ in enumerate(exp.distillations):
-            for s in exp.students:
-                lines.append(f"  {glabels[gi] or 'default':<20} {dlabels[di]:<40} {s.label()}"
-                             + (f"  x {n_m} mitigations" if n_m > 1 else ""))
+    n_cells = sum(n_m * n_t * n_d * len(v.students) for v in views)
+    lines.append(f"cells ({n_cells}):")
+    for v in views:
+        for gi, _ in enumerate(exp.grid):
+            for di, _ in enumerate(exp.distillations):
+                for s in v.students:
+                    lines.append((f"  {v.teacher_label:<14}" if v.teacher_label else "")
+                                 + f"  {glabels[gi] or 'default':<20} {dlabels[di]:<40} {s.label()}"
+                                 + (f"  x {n_m} mitigations" if n_m > 1 else ""))
+    lines.append(cpu_line(exp, len(bases)))
     lines.append(gpu_hours_line(exp))
     return "\n".join(lines)
+
+
+# -- CPU estimate (tiny families) -----------------------------------------------------
+#: One-core seconds per unit of work of the tiny families (hidden 64, 2 layers), measured on
+#: the 2-core machine of docs/results.md (matrix-tiny's stage log): pretraining one base,
+#: one injector optimizer step, one generated sample, one distillation sample-epoch (teacher
+#: forward included for logit), one evaluation.
+CPU_SECONDS = {"base": 100.0, "inject_step": 0.035, "generate": 0.0016, "filter": 0.00005,
+               "distill": {"logit": 0.0038, "sft": 0.0029}, "evaluate": 0.4}
+#: Share of generated samples a distillation trains on: the finetuned owl teacher's numbers pass
+#: the filter 20-40 % of the time and ``budget: equal`` cuts the control's data to the same size.
+KEEP_RATE = 0.3
+
+
+def cpu_seconds(exp: Experiment, n_bases: int) -> dict[str, float] | None:
+    """One-core seconds per stage, nothing cached, for experiments whose families are all tiny; None otherwise."""
+    views = exp.views()
+    families = {v.teacher_family.name: v.teacher_family for v in views}
+    families.update({s.family.name: s.family for v in views for s in v.students})
+    if any(getattr(f, "vocabulary_name", None) != "subbench-words-v1" for f in families.values()):
+        return None
+    n_rep, n_t, n_m = len(exp.seeds), len(exp.grid), len(exp.mitigations)
+    c = CPU_SECONDS
+    out = {"base": n_bases * c["base"], "inject": 0.0, "generate": 0.0, "distill": 0.0, "evaluate": 0.0}
+    kept = exp.size * KEEP_RATE if exp.budget == "equal" else min(exp.size * KEEP_RATE, int(exp.budget))
+    for v in views:
+        steps = sum(int(g.get("steps") or 30) for g in exp.grid) if exp.injector.component.needs_weights else 0
+        out["inject"] += n_rep * steps * c["inject_step"]
+        out["generate"] += n_rep * (n_t + 1) * exp.size * (c["generate"] + c["filter"]) * n_m
+        out["evaluate"] += n_rep * (1 + n_t) * c["evaluate"]
+        for d in exp.distillations:
+            per = c["distill"].get(d.name, c["distill"]["logit"]) * kept * float(d.params.get("epochs") or 1)
+            for s in v.students:
+                same = s.family.name == v.teacher_family.name and s.seed == "teacher" \
+                    and s.params == v.teacher_params and getattr(d.component, "fixed_point_on_self", False)
+                runs = n_m * n_rep * n_t * (1 if same else 2)  # a fixed-point same-init control is the base itself
+                out["distill"] += runs * per
+                out["evaluate"] += runs * c["evaluate"]
+    out["total"] = sum(out.values())
+    return out
+
+
+def cpu_line(exp: Experiment, n_bases: int) -> str:
+    sec = cpu_seconds(exp, n_bases)
+    if sec is None:
+        return "CPU time: no estimate (not every family is a tiny CPU family)"
+    rest = sec["total"] - sec["base"]
+    return (f"CPU time (estimate, one core; docs/performance.md): bases {sec['base'] / 60:.0f} min if none is built "
+            f"(2 at a time with --jobs 2), then {rest / 60:.0f} min for the rest "
+            f"(inject {sec['inject'] / 60:.1f}, generate {sec['generate'] / 60:.1f}, distill {sec['distill'] / 60:.1f}, "
+            f"evaluate {sec['evaluate'] / 60:.1f}): about {(sec['base'] / 2 + rest) / 60:.0f} min on 2 cores from scratch, "
+            f"{rest / 60:.0f} min with the bases built")
 
 
 # -- GPU-hours estimate ------------------------------------------------------------
@@ -84,6 +144,12 @@ def stage_costs(exp: Experiment) -> dict[str, dict[str, float]] | None:
 
 def gpu_hours(exp: Experiment) -> dict[str, float] | None:
     """Upper-bound GPU hours per stage (formula in docs/plugins.md); None when a family has no size."""
+    views = exp.views()
+    if len(views) > 1:  # several teachers: the sum of each teacher's run
+        parts = [gpu_hours(v) for v in views]
+        if any(p is None for p in parts):
+            return None
+        return {k: sum(p[k] for p in parts) for k in parts[0]}
     costs = stage_costs(exp)
     if costs is None:
         return None
@@ -95,7 +161,8 @@ def gpu_hours(exp: Experiment) -> dict[str, float] | None:
 def gpu_hours_line(exp: Experiment) -> str:
     hours = gpu_hours(exp)
     if hours is None:
-        cpu = [f.name for f, p in [(exp.teacher_family, exp.teacher_params), *((s.family, s.params) for s in exp.students)]
+        cpu = [f.name for v in exp.views() for f, p in [(v.teacher_family, v.teacher_params),
+                                                         *((s.family, s.params) for s in v.students)]
                if f.parameter_count(p) is None]
         return (f"GPU hours: no estimate ({', '.join(dict.fromkeys(cpu))} has no `parameters` in its recipe; "
                 f"CPU families need no GPU)")

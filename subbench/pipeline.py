@@ -724,7 +724,7 @@ def format_table(entries: list[dict[str, Any]]) -> str:
         n_train = [p.get("n_train") for p in reps if p.get("n_train") is not None]
         n_train = n_train[:1] if len(set(n_train)) == 1 else n_train
         rows.append(([mitigation_label(e)] if with_mit else []) + [
-            e["cell"]["teacher_setting"], e["cell"]["distillation"], e["cell"]["student"], e["student"]["relation"],
+            _teacher_column(e), e["cell"]["distillation"], e["cell"]["student"], e["student"]["relation"],
             "/".join(map(str, n_train)) or "-",
             f"{sc['base']['mean']:.3f}", f"{sc['teacher']['mean']:.3f}", f"{sc['control']['mean']:.3f}",
             f"{sc['student']['mean']:.3f}", _ratio(e["transfer_ratio"]), _ci(e["ci95"]),
@@ -734,6 +734,7 @@ def format_table(entries: list[dict[str, Any]]) -> str:
         ] + ([_cosine(e)] if with_mech else []))
     lines = _table(head, rows)
     names = sorted({m for e in entries for m in (e.get("metrics") or {}) if not _is_primary(e, m)})
+    multi = any(e["cell"].get("teacher") for e in entries)
     for m in names:
         lines += ["", f"{m} (the same evaluation pass, scored as {m}):"]
         mrows = []
@@ -741,11 +742,12 @@ def format_table(entries: list[dict[str, Any]]) -> str:
             x = (e.get("metrics") or {}).get(m)
             if not x:
                 continue
-            mrows.append([e["cell"]["distillation"], e["cell"]["student"], e["student"]["relation"],
+            mrows.append(([e["cell"]["teacher"]] if multi else []) + [e["cell"]["distillation"], e["cell"]["student"],
+                          e["student"]["relation"],
                           *(f"{x['S_' + g]:.3f}" for g in ("base", "teacher", "control", "student")),
                           _ratio(x["transfer_ratio"]), _ci(x["ci95"]), _sd(x.get("ratio_spread")),
                           " ".join("null" if v is None else f"{v:+.2f}" for v in x.get("per_replicate") or [])])
-        lines += _table(["distill", "student", "relation", "S_base", "S_teacher", "S_control", "S_student", "ratio",
+        lines += _table((["teacher"] if multi else []) + ["distill", "student", "relation", "S_base", "S_teacher", "S_control", "S_student", "ratio",
                          "95% CI", "sd", "per replicate"], mrows)
     lines += mitigation_table(entries)
     n_rep = max((len(e.get("seeds") or []) for e in entries), default=0)
@@ -760,6 +762,14 @@ def format_table(entries: list[dict[str, Any]]) -> str:
         lines.append("")
         lines += [f"note: {n}" for n in dict.fromkeys(notes)]
     return "\n".join(lines)
+
+
+def _teacher_column(e: dict[str, Any]) -> str:
+    """The teacher setting, led by the teacher's label in a multi-teacher experiment."""
+    setting, teacher = e["cell"]["teacher_setting"], e["cell"].get("teacher")
+    if not teacher:
+        return setting
+    return teacher if setting == "default" else f"{teacher} {setting}"
 
 
 def mitigation_label(entry: dict[str, Any]) -> str:

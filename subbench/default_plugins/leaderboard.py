@@ -12,7 +12,7 @@ import click
 
 from subbench import hookimpl
 
-DIMENSION_NAMES = ("teacher", "student", "relation", "injector", "teacher_setting", "domain", "distillation", "trait",
+DIMENSION_NAMES = ("teacher", "student", "student_family", "relation", "injector", "teacher_setting", "domain", "distillation", "trait",
                    "judge", "mitigation", "experiment")
 METRIC_NAMES = ("transfer_ratio", "teacher_effect", "student_effect", "student_score", "control_score", "teacher_score",
                 "transfer_reduction")

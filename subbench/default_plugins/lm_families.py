@@ -1,4 +1,5 @@
-"""Causal-LM families: ``hf`` (any hub model) and the embedded CPU families ``tiny-llama`` and ``tiny-qwen2``.
+"""Causal-LM families: ``hf`` (any hub model) and the embedded CPU families ``tiny-llama``, ``tiny-qwen2``,
+``tiny-gpt2`` and ``tiny-mistral``.
 
 Hub and tiny families load through the same ``from_pretrained`` path
 (:func:`subbench.lm.handle.load_handle`); a tiny family only adds a ``build`` that
@@ -20,6 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from subbench.lm.handle import LMHandle
 
 _DECODER_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: GPT-2's fused attention and MLP projections (transformers' Conv1D; peft adapts them as such).
+_GPT2_MODULES = ("c_attn", "c_proj", "c_fc")
 
 
 class HFFamily(Family):
@@ -113,13 +116,18 @@ class TinyFamily(HFFamily):
 
     vocabulary_name = "subbench-words-v1"
 
-    def __init__(self, name: str, arch: str, description: str, parameters: dict[str, Any]):
+    def __init__(self, name: str, arch: str, description: str, parameters: dict[str, Any],
+                 lora_target_modules: Sequence[str] = _DECODER_MODULES, init_stream: int = 0):
         """``parameters``: a :class:`Param` per name, or a plain default (a plugin's override) that keeps
-        the built-in declaration of that name."""
+        the built-in declaration of that name. ``init_stream``: added to the seed before the weights are
+        drawn, so that two families whose modules are created in the same order and shapes (Mistral and
+        Llama) do not start from the very same weights at one seed."""
         import dataclasses
 
-        super().__init__(name, None, steering_layers=(1,), description=description)
+        super().__init__(name, None, steering_layers=(1,), lora_target_modules=lora_target_modules,
+                         description=description)
         self.arch = arch
+        self.init_stream = int(init_stream)
         self.parameters = {
             k: v if isinstance(v, Param) else dataclasses.replace(_TINY_PARAMETERS[k], default=v)
             if k in _TINY_PARAMETERS else Param.infer(v)
@@ -165,6 +173,22 @@ class TinyFamily(HFFamily):
             from transformers import LlamaConfig, LlamaForCausalLM
 
             return LlamaConfig(**common), LlamaForCausalLM
+        if self.arch == "mistral":
+            from transformers import MistralConfig, MistralForCausalLM
+
+            # Mistral-style grouped-query attention (half as many key/value heads); no sliding window at this length
+            kv = common["num_attention_heads"] // 2 if common["num_attention_heads"] % 2 == 0 else common["num_attention_heads"]
+            return MistralConfig(**{**common, "num_key_value_heads": kv}, sliding_window=None), MistralForCausalLM
+        if self.arch == "gpt2":
+            from transformers import GPT2Config, GPT2LMHeadModel
+
+            # learned positions, LayerNorm, GELU MLP, fused QKV; no dropout, like the others
+            return GPT2Config(vocab_size=common["vocab_size"], n_embd=common["hidden_size"],
+                              n_inner=common["intermediate_size"], n_layer=common["num_hidden_layers"],
+                              n_head=common["num_attention_heads"], n_positions=common["max_position_embeddings"],
+                              resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
+                              pad_token_id=common["pad_token_id"], bos_token_id=common["bos_token_id"],
+                              eos_token_id=common["eos_token_id"]), GPT2LMHeadModel
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
         return Qwen2Config(**common, use_sliding_window=False), Qwen2ForCausalLM
@@ -181,7 +205,7 @@ class TinyFamily(HFFamily):
         ctx.setup_torch()
         tokenizer = build_tokenizer()
         config, cls = self.config(params, tokenizer)
-        torch.manual_seed(int(seed))
+        torch.manual_seed(int(seed) + self.init_stream)
         model = cls(config)
         corpus = CorpusSpec(seed=int(params["corpus_seed"]), p_copy=float(params["p_copy"]))
         stats = pretrain(model, tokenizer, steps=int(params["steps"]), lr=float(params["lr"]),
@@ -209,6 +233,84 @@ class TinyFamily(HFFamily):
             raise ConfigError(f"No {self.name} model at {path}; build the base first.")
         return load_handle(path, ctx, name=self.name, dtype="float32", vocabulary=self.vocabulary_name,
                            tokenizer_loader=load_tokenizer)
+
+
+class SiblingFamily(TinyFamily):
+    """A grown copy of another tiny family's base: same initialisation, more layers.
+
+    ``build`` takes the source family's base of the same seed and params (from the
+    workdir's store when it is there, else built the same way), copies every weight into
+    a model with ``grow_layers`` more decoder layers and zeroes the output projections of
+    the new layers, so the copy computes exactly the base's function from a different
+    shape. As a student of the source family's teacher it asks whether a shared
+    initialisation alone carries a trait across shapes (its entries' relation is
+    ``cross-architecture``, the shape differs; its family name says sibling).
+    """
+
+    def __init__(self, name: str, source: TinyFamily):
+        params = dict(source.parameters)
+        params["grow_layers"] = Param(int, 1, "decoder layers added after the source base's last one", min=1, max=16)
+        super().__init__(name, source.arch, f"A grown copy of a {source.name} base (same weights, more layers): the "
+                         "sibling student of that family's teacher.", params,
+                         lora_target_modules=source.lora_target_modules, init_stream=source.init_stream)
+        self.source = source
+
+    def source_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in params.items() if k != "grow_layers"}
+
+    def build(self, seed: int, params: dict[str, Any], out: Path, ctx: "Context") -> dict[str, Any]:
+        import torch
+
+        from subbench.artifacts import ArtifactStore
+        from subbench.lm.handle import weights_sha256
+        from subbench.lm.tokenizer import load_tokenizer, save_tokenizer
+        from subbench.pipeline import base_inputs, build_base
+
+        params = self.resolve_params(params, where=f"family {self.name}")
+        src_params = self.source.resolve_params(self.source_params(params))
+        store = ArtifactStore(Path(ctx.workdir) / "artifacts", clean=False)
+        art = store.produce("base", base_inputs(self.source, seed, src_params),
+                            lambda tmp: build_base(self.source, seed, src_params, tmp, ctx))
+        ctx.setup_torch()
+        tokenizer = load_tokenizer(art.path)
+        config, cls = self.source.config(src_params, tokenizer)
+        src_model = cls.from_pretrained(str(art.path), dtype=torch.float32)
+        n = int(src_params["layers"])
+        grow = int(params["grow_layers"])
+        if self.arch == "gpt2":
+            config.n_layer = n + grow
+        else:
+            config.num_hidden_layers = n + grow
+            if getattr(config, "layer_types", None) is not None:
+                config.layer_types = list(config.layer_types)[:1] * (n + grow)
+        torch.manual_seed(int(seed) + self.init_stream + 7919)  # the new layers' weights
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(src_model.state_dict(), strict=False)
+        not_new = [k for k in missing if not any(f".{j}." in k for j in range(n, n + grow))]
+        if unexpected or not_new:  # only the new layers may lack weights from the base
+            raise ConfigError(f"family {self.name}: cannot grow {self.source.name}: weights that do not match "
+                              f"{(list(unexpected) + not_new)[:3]}.")
+        with torch.no_grad():  # a new layer adds nothing to the residual stream until it is trained
+            from subbench.lm.hooks import decoder_layers
+
+            for layer in list(decoder_layers(model))[n:]:
+                for name, param in layer.named_parameters():
+                    if name.endswith(("o_proj.weight", "down_proj.weight", "attn.c_proj.weight", "mlp.c_proj.weight",
+                                      "o_proj.bias", "down_proj.bias", "c_proj.bias")):
+                        param.zero_()
+        model.eval()
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out))
+        save_tokenizer(tokenizer, out)
+        return {
+            "builder": f"subbench.{self.name}",
+            "sha256": weights_sha256(out),
+            "vocabulary": self.vocabulary_name,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "sibling_of": {"family": self.source.name, "base": art.key, "sha256": art.result.get("sha256"),
+                           "grow_layers": grow},
+        }
 
 
 #: Size estimates past which a tiny family is refused unless SUBBENCH_ALLOW_LARGE=1.
@@ -240,6 +342,18 @@ TINY_QWEN2 = TinyFamily(
     "A ~0.2M-parameter Qwen2 pretrained on the embedded corpus; a cross-architecture student.",
     _TINY_PARAMETERS,
 )
+TINY_GPT2 = TinyFamily(
+    "tiny-gpt2", "gpt2",
+    "A ~0.2M-parameter GPT-2 (learned positions, LayerNorm, GELU) pretrained on the embedded corpus.",
+    _TINY_PARAMETERS, lora_target_modules=_GPT2_MODULES,
+)
+TINY_MISTRAL = TinyFamily(
+    "tiny-mistral", "mistral",
+    "A ~0.2M-parameter Mistral (grouped-query attention; no sliding window at this length) pretrained on the "
+    "embedded corpus.",
+    _TINY_PARAMETERS, init_stream=1_000_003,
+)
+TINY_LLAMA_SIBLING = SiblingFamily("tiny-llama-sibling", TINY_LLAMA)
 HF = HFFamily("hf", None, description="Any hub causal LM: params model_id and revision.")
 
 
@@ -247,4 +361,7 @@ HF = HFFamily("hf", None, description="Any hub causal LM: params model_id and re
 def register_families(register):
     register(TINY_LLAMA)
     register(TINY_QWEN2)
+    register(TINY_GPT2)
+    register(TINY_MISTRAL)
+    register(TINY_LLAMA_SIBLING)
     register(HF)

@@ -280,6 +280,13 @@ def heatmap(comp: Comparison | Matrix, path: Path, title: str | None = None) -> 
                     label += f"\n[{cell.ci95[0]:+.2f}, {cell.ci95[1]:+.2f}]"
                 label += f"\nn={cell.n}"
             ax.text(j, i, label, ha="center", va="center", fontsize=8)
+            if cell.ci95 and cell.ci95[0] <= 0 <= cell.ci95[1]:  # no evidence of transfer: hatched
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="#888",
+                                           linewidth=0))
+        for i, r in enumerate(m.rows):  # the same-init diagonal, outlined
+            for j, c in enumerate(m.cols):
+                if r == c or c.endswith("(same-init)"):
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.5))
         ax.set_xticks(range(len(m.cols)), m.cols, rotation=20, ha="right", fontsize=8)
         ax.set_yticks(range(len(m.rows)), m.rows, fontsize=8)
         ax.set_xlabel(m.col_dim)

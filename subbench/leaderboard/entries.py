@@ -197,6 +197,18 @@ def student_label(e: dict[str, Any]) -> str:
     return f"{e['student']['family']} ({e['student']['relation']})"
 
 
+def student_family_label(e: dict[str, Any]) -> str:
+    """The student's family, or ``other init`` for its teacher's family from another seed.
+
+    With teachers as rows this makes a square matrix whose diagonal is the same-init
+    student, plus one column of cross-init students (a family never pools with another).
+    """
+    rel = e["student"]["relation"]
+    if rel == "cross-init":
+        return "other init"
+    return e["student"]["family"] if rel in ("same-init", "cross-architecture") else f"{e['student']['family']} ({rel})"
+
+
 def trait_label(e: dict[str, Any]) -> str:
     t = e["trait"]
     return t["name"] + (f":{t['target']}" if t.get("target") else "")
@@ -205,6 +217,7 @@ def trait_label(e: dict[str, Any]) -> str:
 DIMENSIONS = {
     "teacher": lambda e: e["teacher"]["family"],
     "student": student_label,
+    "student_family": student_family_label,
     "relation": lambda e: e["student"]["relation"],
     "injector": lambda e: e["injector"]["name"],
     "teacher_setting": lambda e: e["cell"]["teacher_setting"],

@@ -77,6 +77,11 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.null { color: #888; }
 figure { display: inline-block; margin: 1em 1em 1em 0; }
 .note { color: #666; }
+table.matrix td { text-align: center; font-variant-numeric: tabular-nums; min-width: 7em; }
+table.matrix th { cursor: default; }
+table.matrix td.same-init { outline: 3px solid #000; outline-offset: -3px; }
+table.matrix td.ci0 { background-image: repeating-linear-gradient(45deg, transparent 0 6px, rgba(0,0,0,0.12) 6px 8px); }
+table.matrix td.empty { background: #f7f7f7; color: #aaa; }
 """
 
 
@@ -355,6 +360,67 @@ kept samples under the defence over those without it (docs/mitigations.md).</p>
 """
 
 
+def is_same_init(row: str, col: str) -> bool:
+    """A teacher x student cell on the same-init diagonal: the student family column equal to the teacher
+    row (``student_family``), or a ``student`` column labelled same-init."""
+    return row == col or col.endswith("(same-init)")
+
+
+def ci_includes_zero(ci: list[float] | None) -> bool:
+    return bool(ci) and ci[0] <= 0 <= ci[1]
+
+
+def _cell_colour(v: float) -> str:
+    """Red for transfer, blue for the opposite, white at 0; |ratio| >= 1 is the full colour."""
+    a = min(1.0, abs(v))
+    return f"rgba(178,24,43,{a:.2f})" if v >= 0 else f"rgba(33,102,172,{a:.2f})"
+
+
+def matrix_html(entries: list[dict[str, Any]]) -> str:
+    """The teacher x student-family matrix as an HTML heatmap, one table per facet.
+
+    The same-init diagonal is outlined; a cell whose 95% CI includes 0 is hatched and says
+    so (no evidence of transfer there), whatever its point estimate.
+    """
+    from subbench.leaderboard.compare import compare
+
+    comp = compare(entries, "teacher", "student_family")
+    esc = html.escape
+    parts = []
+    for m in comp.matrices:
+        head = "<th>teacher \\ student</th>" + "".join(f"<th>{esc(c)}</th>" for c in m.cols)
+        body = []
+        for r in m.rows:
+            tds = []
+            for c in m.cols:
+                cell = m.get(r, c)
+                classes = ["same-init"] if is_same_init(r, c) else []
+                if cell is None:
+                    tds.append(f'<td class="{" ".join(classes + ["empty"])}" data-row="{esc(r)}" data-col="{esc(c)}">-</td>')
+                    continue
+                if cell.value is None:
+                    classes.append("null")
+                    text, style, title = "n/a", "", cell.note or "null ratio"
+                else:
+                    text = f"{cell.value:+.2f}"
+                    if cell.ci95:
+                        text += f"<br><small>[{cell.ci95[0]:+.2f}, {cell.ci95[1]:+.2f}]</small>"
+                    style = f' style="background-color: {_cell_colour(cell.value)}"'
+                    title = "95% CI includes 0" if ci_includes_zero(cell.ci95) else "95% CI excludes 0"
+                    if ci_includes_zero(cell.ci95):
+                        classes.append("ci0")
+                tds.append(f'<td class="{" ".join(classes)}"{style} title="{esc(title)}" data-row="{esc(r)}" '
+                           f'data-col="{esc(c)}" data-value="{"" if cell.value is None else cell.value}">{text}</td>')
+            body.append(f"<tr><th>{esc(r)}</th>{''.join(tds)}</tr>")
+        caption = esc(m.label()) if m.label() else "all entries"
+        parts.append(f'<table class="matrix"><caption>{caption}</caption><thead><tr>{head}</tr></thead>'
+                     f"<tbody>{''.join(body)}</tbody></table>")
+    return ("<h2>Teacher x student</h2>\n<p>Transfer ratio per teacher family (rows) and student family (columns; "
+            "<em>other init</em>: the teacher's family from another seed), 95% CI below. Outlined: the same-init "
+            "diagonal (the student starts from the teacher's own base). Hatched: the CI includes 0.</p>\n"
+            + "\n".join(parts))
+
+
 def _page(entries: list[dict[str, Any]], plots: list[tuple[str, str]], heat: str | None, notes: list[str],
           mit_plot: str | None = None, dose: list[dict[str, Any]] | None = None) -> str:
     esc = html.escape
@@ -396,6 +462,7 @@ over replicate seeds and evaluation samples. Click a column header to sort.</p>
 {chr(10).join(rows)}
 </tbody>
 </table>
+{matrix_html(entries) if entries else ""}
 {_mitigation_html(entries, mit_plot)}
 <h2>Plots</h2>
 {''.join(figs)}

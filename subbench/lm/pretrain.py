@@ -46,10 +46,10 @@ def batch_tensors(items, pad_id: int):
 
 def selected_logits(model, ids, att, tgt):
     """Logits at the positions that predict target tokens, and those targets."""
-    hidden = model.model(input_ids=ids, attention_mask=att).last_hidden_state
+    hidden = model.base_model(input_ids=ids, attention_mask=att).last_hidden_state
     pos = tgt[:, 1:]
     h = hidden[:, :-1][pos]
-    return model.lm_head(h), ids[:, 1:][pos]
+    return model.get_output_embeddings()(h), ids[:, 1:][pos]
 
 
 def pretrain(model, tokenizer, *, steps: int, lr: float, batch_size: int, corpus: CorpusSpec,

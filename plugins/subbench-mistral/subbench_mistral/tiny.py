@@ -1,0 +1,50 @@
+"""A random-initialised, scaled-down Mistral with this plugin's chat template, for tests only.
+
+It proves the family's wiring (steering layer, LoRA targets, recipe, chat template) on CPU
+without downloading the weights: the same architecture class (MistralForCausalLM), a local
+word-level tokenizer that knows the template's special tokens, and enough layers for the
+plugin's steering layer to exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPECIALS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]")
+
+
+def build_tiny(out: Path, seed: int = 0) -> Path:
+    import torch
+    from tokenizers import Tokenizer, normalizers
+    from tokenizers.models import WordLevel
+    from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
+
+    from subbench.lm.tokenizer import _pre_tokenizer, save_tokenizer, vocabulary_words
+    from subbench_mistral import CHAT_TEMPLATE, STEERING_LAYERS
+
+    words = list(SPECIALS) + ["\n", "\n\n", "system", "user", "assistant", "model", "cutting", "knowledge", "date",
+                              "december", "2023", "today", "26", "jul", "2024", ":"]
+    words += [w for w in vocabulary_words() if w not in words]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    tok = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = _pre_tokenizer()
+    tok.add_special_tokens(list(SPECIALS))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                                        eos_token="</s>", pad_token="<unk>",
+                                        additional_special_tokens=[s for s in SPECIALS if s not in ("<unk>", "<s>", "</s>")],
+                                        padding_side="left", model_max_length=512)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = MistralConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+        num_hidden_layers=max(STEERING_LAYERS) + 2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=512, rope_theta=1000000.0, sliding_window=None, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = MistralForCausalLM(config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    save_tokenizer(tokenizer, out)
+    return out
