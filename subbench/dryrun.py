@@ -42,7 +42,6 @@ def describe(exp: Experiment) -> str:
                     lines.append((f"  {v.teacher_label:<14}" if v.teacher_label else "")
                                  + f"  {glabels[gi] or 'default':<20} {dlabels[di]:<40} {s.label()}"
                                  + (f"  x {n_m} mitigations" if n_m > 1 else ""))
-    lines.append(cpu_line(exp, len(bases)))
     lines.append(gpu_hours_line(exp))
     return "\n".join(lines)
 
@@ -85,18 +84,6 @@ def cpu_seconds(exp: Experiment, n_bases: int) -> dict[str, float] | None:
                 out["evaluate"] += runs * c["evaluate"]
     out["total"] = sum(out.values())
     return out
-
-
-def cpu_line(exp: Experiment, n_bases: int) -> str:
-    sec = cpu_seconds(exp, n_bases)
-    if sec is None:
-        return "CPU time: no estimate (not every family is a tiny CPU family)"
-    rest = sec["total"] - sec["base"]
-    return (f"CPU time (estimate, one core; docs/performance.md): bases {sec['base'] / 60:.0f} min if none is built "
-            f"(2 at a time with --jobs 2), then {rest / 60:.0f} min for the rest "
-            f"(inject {sec['inject'] / 60:.1f}, generate {sec['generate'] / 60:.1f}, distill {sec['distill'] / 60:.1f}, "
-            f"evaluate {sec['evaluate'] / 60:.1f}): about {(sec['base'] / 2 + rest) / 60:.0f} min on 2 cores from scratch, "
-            f"{rest / 60:.0f} min with the bases built")
 
 
 # -- GPU-hours estimate ------------------------------------------------------------

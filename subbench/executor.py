@@ -365,23 +365,70 @@ def _stage_family(runner, node):
 
 
 # -- what --dry-run says about the graph ----------------------------------------------------
-#: Seconds a stage takes on one CPU core with the tiny families, when the workdir has no
-#: finished stage of that kind to time it by: the quickstart's mean per stage (docs/results.md).
-TINY_SECONDS = {"base": 150.0, "inject": 1.0, "generate": 7.0, "filter": 0.1, "budget": 0.1, "mitigate": 0.5,
-                "teacher_kl": 0.7, "distill": 12.0, "evaluate": 0.5, "residual": 0.1}
+#: Seconds of the small stages on one core (the formula of subbench.dryrun covers the others).
+SMALL_SECONDS = {"filter": 0.1, "budget": 0.1, "mitigate": 0.5, "teacher_kl": 0.7, "residual": 0.1}
+
+
+def node_seconds(exp, node) -> float:
+    """One-core seconds of ``node`` for the tiny families (the per-unit costs of docs/performance.md)."""
+    from subbench.dryrun import CPU_SECONDS, KEEP_RATE
+
+    args, c = node.args, CPU_SECONDS
+    if node.stage == "base":
+        return c["base"]
+    if node.stage == "inject":
+        g = exp.grid[args["grid"]]
+        return int(g.get("steps") or 30) * c["inject_step"] if exp.injector.component.needs_weights else 1.0
+    if node.stage == "generate":
+        return exp.size * (c["generate"] + c["filter"])
+    if node.stage == "distill":
+        d = exp.distillations[args["distillation"]]
+        kept = exp.size * KEEP_RATE if exp.budget == "equal" else min(exp.size * KEEP_RATE, int(exp.budget))
+        return c["distill"].get(d.name, c["distill"]["logit"]) * kept * float(d.params.get("epochs") or 1)
+    if node.stage == "evaluate":
+        return c["evaluate"]
+    return SMALL_SECONDS.get(node.stage, 1.0)
+
+
+def simulate(plan, cost: dict[str, float], jobs: int) -> float:
+    """Wall seconds of ``plan`` on ``jobs`` workers, ready nodes longest-remaining-chain first (as execute does)."""
+    import heapq
+
+    prio = priorities(plan)
+    users: dict[str, list] = {n.id: [] for n in plan.order()}
+    left = {n.id: len(n.all_deps()) for n in plan.order()}
+    for n in plan.order():
+        for d in n.all_deps():
+            users[d.id].append(n)
+    ready = [(-prio[n.id], i, n) for i, n in enumerate(plan.order()) if not left[n.id]]
+    heapq.heapify(ready)
+    running: list[tuple[float, int, Any]] = []
+    now, seq = 0.0, 0
+    while ready or running:
+        while ready and len(running) < jobs:
+            _, _, n = heapq.heappop(ready)
+            seq += 1
+            heapq.heappush(running, (now + cost[n.id], seq, n))
+        now, _, done = heapq.heappop(running)
+        for u in users[done.id]:
+            left[u.id] -= 1
+            if not left[u.id]:
+                heapq.heappush(ready, (-prio[u.id], seq, u))
+                seq += 1
+    return now
 
 
 def describe_plan(exp, workdir: Path, jobs: int) -> list[str]:
     """The plan's nodes, which are cached in ``workdir``, the critical path and the wall time on ``jobs`` workers."""
+    from subbench.dryrun import cpu_seconds
     from subbench.pipeline import Runner
     from subbench.plan import Missing, build_plan
 
     plan = build_plan(exp)
     runner = Runner(exp, workdir=workdir, out=workdir / "out", quiet=True, worker=True) \
-        if (Path(workdir) / "artifacts").is_dir() else None
+        if (Path(workdir) / "artifacts").is_dir() else None  # a dry run creates nothing
     arts: dict[str, Any] = {}
     state: dict[str, str] = {}
-    measured: dict[str, list[float]] = {}
     for node in plan.order():
         if runner is None or any(d.id not in arts for d in node.deps.values()):
             state[node.id] = "pending"  # its key depends on what has not run yet
@@ -389,32 +436,33 @@ def describe_plan(exp, workdir: Path, jobs: int) -> list[str]:
         try:
             arts[node.id] = runner.call(node, arts, probe=True)
             state[node.id] = "cached"
-            if arts[node.id] is not None:
-                measured.setdefault(node.stage, []).append(float(arts[node.id].meta.get("seconds") or 0.0))
         except Missing:
             state[node.id] = "to run"
-    typical = {k: sorted(v)[len(v) // 2] for k, v in measured.items() if v}
-    cost = {n.id: 0.0 if state[n.id] == "cached" else typical.get(n.stage, TINY_SECONDS.get(n.stage, 5.0))
-            for n in plan.order()}
-    crit, path = plan.critical_path(cost)
-    total = sum(cost.values())
     counts = plan.counts()
     by_state = {s: sum(1 for v in state.values() if v == s) for s in ("cached", "to run", "pending")}
     lines = [f"plan: {len(plan.nodes)} stage nodes ({', '.join(f'{k} {v}' for k, v in counts.items())})",
              f"  in {workdir}: {by_state['cached']} cached, {by_state['to run']} to run, "
              f"{by_state['pending']} waiting on stages not run yet"]
-    if total:
-        steps = []
-        for n in path:
-            if cost[n.id] and (not steps or steps[-1][0] != n.stage):
-                steps.append([n.stage, cost[n.id]])
-            elif cost[n.id]:
-                steps[-1][1] += cost[n.id]
-        chain = " -> ".join(f"{s} {c:.0f}s" for s, c in steps)
-        wall = max(crit, total / max(1, jobs))
-        lines += [f"  critical path (CPU, one core per stage): {chain} = {crit / 60:.1f} min",
-                  f"  work to run: {total / 60:.1f} CPU-min; with --jobs {jobs}: at least {wall / 60:.1f} min "
-                  f"(times of this workdir's finished stages, else the tiny families' typical ones)"]
-    else:
-        lines.append("  nothing to run: every stage is cached")
-    return lines
+    if not by_state["to run"] and not by_state["pending"]:
+        return lines + ["  nothing to run: every stage is cached"]
+    if cpu_seconds(exp, 0) is None:
+        return lines + ["  wall time: no CPU estimate for these families (see the GPU hours above)"]
+    cost = {n.id: 0.0 if state[n.id] == "cached" else node_seconds(exp, n) for n in plan.order()}
+    total = sum(cost.values())
+    if not total:
+        return lines + ["  nothing to run: every stage is cached"]
+    crit, path = plan.critical_path(cost)
+    steps: list[list] = []
+    for n in path:
+        if cost[n.id] and (not steps or steps[-1][0] != n.stage):
+            steps.append([n.stage, cost[n.id]])
+        elif cost[n.id]:
+            steps[-1][1] += cost[n.id]
+    no_bases = {k: (0.0 if plan.nodes[k].stage == "base" else v) for k, v in cost.items()}
+    widths = sorted({1, 2, max(1, jobs)})
+    walls = ", ".join(f"--jobs {j} {simulate(plan, cost, j) / 60:.1f} min" for j in widths)
+    rest = ", ".join(f"--jobs {j} {simulate(plan, no_bases, j) / 60:.1f} min" for j in widths)
+    return lines + [
+        f"CPU time (estimate, tiny families, one core per stage; docs/performance.md): {total / 60:.1f} CPU-min to run",
+        f"  critical path: {' -> '.join(f'{s} {c:.0f}s' for s, c in steps)} = {crit / 60:.1f} min",
+        f"  wall time: {walls}; with the bases built: {rest}"]

@@ -70,7 +70,7 @@ def test_two_runs_racing_on_one_store_agree(serial, tmp_path):
 def test_dry_run_prints_the_plan_and_what_is_cached(serial, tmp_path):
     first = subprocess.run(_cmd(tmp_path / "work", tmp_path / "out", "--dry-run"), capture_output=True, text=True, env=ENV)
     assert first.returncode == 0, first.stderr
-    assert "plan: " in first.stdout and "0 cached" in first.stdout and "critical path" in first.stdout
+    assert "plan: " in first.stdout and "0 cached" in first.stdout and "waiting on stages not run yet" in first.stdout
     subprocess.run(_cmd(tmp_path / "work", tmp_path / "out", "--jobs", "1", "-q"), check=True, capture_output=True, env=ENV)
     second = subprocess.run(_cmd(tmp_path / "work", tmp_path / "out", "--dry-run"), capture_output=True, text=True, env=ENV)
     assert "0 to run, 0 waiting" in second.stdout and "every stage is cached" in second.stdout
@@ -144,3 +144,17 @@ def test_a_killed_local_worker_ends_the_run_in_one_line_and_a_rerun_resumes(seri
                            env=ENV)
     assert again.returncode == 0, again.stderr
     assert entries(tmp_path / "out") == serial
+
+
+def test_dry_run_of_the_quickstart_prices_the_graph_and_creates_nothing(tmp_path):
+    import re
+
+    work = tmp_path / "never"
+    done = subprocess.run([sys.executable, "-m", "subbench", "run", "quickstart", "--dry-run", "--workdir", str(work)],
+                          capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert not work.exists()
+    assert "critical path: base" in done.stdout
+    wall = next(x for x in done.stdout.splitlines() if x.strip().startswith("wall time:"))
+    one, two = (float(x) for x in re.findall(r"--jobs [12] ([0-9.]+) min", wall)[:2])
+    assert two < one  # the graph has width: two workers finish sooner than one

@@ -128,8 +128,9 @@ def test_matrix_tiny_dry_run_prints_the_cpu_time():
     res = CliRunner().invoke(build_cli(), ["run", "matrix-tiny", "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "cells (20):" in res.output and "base 8," in res.output
-    line = next(x for x in res.output.splitlines() if x.startswith("CPU time"))
-    assert "min on 2 cores from scratch" in line and "with the bases built" in line
+    assert next(x for x in res.output.splitlines() if x.startswith("CPU time")).endswith("CPU-min to run")
+    wall = next(x for x in res.output.splitlines() if x.strip().startswith("wall time:"))
+    assert "--jobs 2" in wall and "with the bases built" in wall
 
 
 def test_every_teachers_nodes_are_one_graph_with_shared_bases(tmp_path):
