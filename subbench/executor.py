@@ -24,8 +24,8 @@ from typing import Any
 
 from subbench.errors import ConfigError, SubbenchError
 
-#: Relative weight of each stage for ordering ready nodes (longest remaining chain first) and
-#: for the critical path of ``--dry-run`` when no timing of a finished stage is known.
+#: Relative weight of each stage for ordering ready nodes: longest remaining chain first, so
+#: the bases (the longest stage of a tiny run) start first.
 STAGE_WEIGHT = {"base": 120.0, "inject": 15.0, "generate": 15.0, "distill": 25.0, "evaluate": 4.0, "sample": 4.0,
                 "teacher_kl": 3.0, "residual": 2.0}
 
@@ -64,9 +64,12 @@ def execute(runner, plan) -> dict[str, Any]:
                            "running its stages in process (--jobs 1).")
         return _serial(runner, plan)
     try:
-        return _parallel(runner, plan, pool)
-    finally:
-        pool.close()
+        arts = _parallel(runner, plan, pool)
+    except BaseException:
+        pool.close(abort=True)  # a failed stage (or Ctrl-C) stops the others now; a re-run resumes
+        raise
+    pool.close()
+    return arts
 
 
 def _serial(runner, plan) -> dict[str, Any]:
@@ -246,7 +249,10 @@ class ProcessPool:
     def cancel(self, handle) -> None:
         handle.cancel()
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        if abort:
+            for proc in list(getattr(self.pool, "_processes", {}).values()):
+                proc.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -319,7 +325,7 @@ class RayPool:
         except Exception:  # pragma: no cover - already finished
             pass
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         if self._owns:
             self.ray.shutdown()
 
