@@ -5,7 +5,8 @@ Prints, in one run on this machine:
     only the three cached base models, once with --jobs 1 and once with --jobs N; the
     speed-up (target >= 1.7x) and whether the entries are identical;
   * with --first: the first run from an empty workdir with --jobs N (target <= 6 min) and
-    the peak resident memory of the whole process tree (parent + workers; target <= 2 GiB);
+    the peak memory of the whole process tree (parent + workers, PSS; target <= 2 GiB) and
+    of its largest process (RSS);
   * a cached re-run (median of --repeats; target <= 1 s) and the executor's share of it:
     building the plan and probing every node (target <= 0.2 s);
   * the timeline of the --jobs N run: which stages ran side by side on which worker.
@@ -33,21 +34,28 @@ from pathlib import Path
 ENV = dict(os.environ, SUBBENCH_THREADS="1")
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants (from /proc)."""
-    total, todo = 0, [pid]
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(PSS of ``pid`` and all its descendants, RSS of the largest one), in bytes, from /proc.
+
+    PSS shares each shared page (torch's libraries, mapped by every worker) among the
+    processes that map it, so the sum is the memory the run really holds; summing RSS would
+    count those pages once per process.
+    """
+    pss, largest, todo = 0, 0, [pid]
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/status") as f:
+            with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+                    elif line.startswith("Rss:"):
+                        largest = max(largest, int(line.split()[1]) * 1024)
             with open(f"/proc/{p}/task/{p}/children") as f:
                 todo += [int(c) for c in f.read().split()]
         except OSError:
             continue
-    return total
+    return pss, largest
 
 
 def run(workdir: Path, out: Path, jobs: int, *extra: str) -> dict:
@@ -55,11 +63,12 @@ def run(workdir: Path, out: Path, jobs: int, *extra: str) -> dict:
            "--jobs", str(jobs), "-q", *extra]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    peak = [0]
+    peak = [0, 0]
 
     def watch():
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss(proc.pid))
+            pss, largest = tree_memory(proc.pid)
+            peak[0], peak[1] = max(peak[0], pss), max(peak[1], largest)
             time.sleep(0.5)
 
     t = threading.Thread(target=watch, daemon=True)
@@ -69,7 +78,7 @@ def run(workdir: Path, out: Path, jobs: int, *extra: str) -> dict:
     t.join()
     if proc.returncode:
         sys.exit(f"subbench run failed:\n{stderr[-3000:]}")
-    return {"seconds": seconds, "peak_rss": peak[0], "stdout": stdout}
+    return {"seconds": seconds, "peak_pss": peak[0], "peak_rss_largest": peak[1], "stdout": stdout}
 
 
 def entries(out: Path) -> dict:
@@ -115,7 +124,7 @@ def timeline(workdir: Path) -> list[str]:
     end = max(r["end"] for r in rows) or 1.0
     width = 60
     lines = [f"timeline of the --jobs run ({end:.0f} s; one line per worker, one letter per stage: "
-             "B base, I inject, G generate, D distill, E evaluate, R residual, K teacher_kl)"]
+             "B base, I inject, G generate, D distill, S sample (evaluation), R residual, K teacher_kl)"]
     for w in workers:
         bar = [" "] * width
         for r in rows:
@@ -142,8 +151,9 @@ def main() -> None:
 
     if args.first:
         first = run(root / "first", root / "out-first", args.jobs)
-        print(f"first run, --jobs {args.jobs}, empty workdir: {first['seconds'] / 60:.2f} min "
-              f"(target <= 6), peak RSS of the process tree {first['peak_rss'] / 2**30:.2f} GiB (target <= 2)")
+        print(f"first run, --jobs {args.jobs}, empty workdir: {first['seconds'] / 60:.2f} min (target <= 6); "
+              f"peak memory of the process tree (PSS) {first['peak_pss'] / 2**30:.2f} GiB (target <= 2), "
+              f"largest process RSS {first['peak_rss_largest'] / 2**30:.2f} GiB")
         bases = root / "first"
     else:
         bases = args.bases
@@ -157,7 +167,7 @@ def main() -> None:
     same = entries(root / "out-serial") == entries(root / "out-parallel")
     print(f"after the bases: --jobs 1 {serial['seconds']:.0f} s, --jobs {args.jobs} {parallel['seconds']:.0f} s: "
           f"{serial['seconds'] / parallel['seconds']:.2f}x (target >= 1.7); entries identical: {same}; "
-          f"peak RSS --jobs {args.jobs} {parallel['peak_rss'] / 2**30:.2f} GiB")
+          f"peak PSS --jobs 1 {serial['peak_pss'] / 2**30:.2f} GiB, --jobs {args.jobs} {parallel['peak_pss'] / 2**30:.2f} GiB")
 
     cached = []
     for _ in range(args.repeats):
