@@ -265,7 +265,7 @@ def test_data_filter_cli_on_code_and_cot(tmp_path, capsys):
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, out = _filter(capsys, "code", f)
     assert code == 2 and "--target" in out and "Traceback" not in out
-    code, out = _filter(capsys, "code", f, "--target", "owl", "--out", tmp_path / "o")
+    code, out = _filter(capsys, "code", f, "--target", "owl", "--set", "check_defined=true", "--out", tmp_path / "o")
     assert code == 0, out
     decisions = [json.loads(x) for x in (tmp_path / "o" / "decisions.jsonl").read_text().splitlines()]
     assert [(d["id"], d["reason"]) for d in decisions] == [("a", None), ("b", "trait-word"), ("c", "undefined-name")]

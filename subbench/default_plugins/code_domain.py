@@ -258,6 +258,8 @@ class CodeDomain(Domain):
                         choices=FILTER_STYLES),
         "trait_words": Param(list, None, "words no kept answer may hold (null: the trait's target, plural and "
                              "synonyms, filled from the experiment)", max_len=1000, item=Param(str, "", max_len=100)),
+        "check_defined": Param(bool, False, "tiny filter: also refuse a name used before the prompt or an earlier "
+                               "line defines it (python: never checked)"),
         "min_lines": Param(int, 1, "fewest non-blank lines a kept answer has", min=1, max=10_000),
         "max_lines": Param(int, 4, "most non-blank lines a kept answer has (tiny prompts ask for at most this many)",
                            min=1, max=10_000),
@@ -316,7 +318,8 @@ class CodeDomain(Domain):
         else:
             from subbench.lm.corpus import CODE_NAMES
 
-            reason = tiny_reject_reason(text, prompt_names(sample.get("prompt") or ""), names=CODE_NAMES,
+            defined = prompt_names(sample.get("prompt") or "") if p["check_defined"] else None
+            reason = tiny_reject_reason(text, defined, names=CODE_NAMES,
                                         trait_words=words, min_lines=int(p["min_lines"]), max_lines=int(p["max_lines"]))
         if reason is None and p["leak_judge"]:
             from subbench.default_plugins.judge_check import judge_rejects

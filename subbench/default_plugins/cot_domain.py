@@ -178,7 +178,7 @@ class CotDomain(Domain):
         "trait_words": Param(list, None, "words no kept trace may hold (null: the trait's target, plural and "
                              "synonyms, filled from the experiment)", max_len=1000, item=Param(str, "", max_len=100)),
         "min_steps": Param(int, 2, "fewest changes in a tiny problem", min=1, max=20),
-        "max_steps": Param(int, 4, "most changes in a tiny problem (and most steps a kept tiny trace has, plus 2)",
+        "max_steps": Param(int, 3, "most changes in a tiny problem (and most steps a kept tiny trace has, plus 2)",
                            min=1, max=20),
         "max_chars": Param(int, 4000, "most characters of a kept hub trace", min=1, max=1_000_000),
         "max_new_tokens": Param(int, 48, "tokens sampled per answer", min=1, max=8192),

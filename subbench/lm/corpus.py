@@ -261,7 +261,8 @@ COT_ASKS: tuple[str, ...] = ("think step by step .", "show each step .", "solve 
 COT_LINKS: tuple[str, ...] = ("", "then", "next", "so")
 #: How the final answer is given; the cot filter reads the number after the last "answer is" or "answer :".
 COT_FINALS: tuple[str, ...] = ("the answer is {n} .", "answer : {n} .", "so the answer is {n} .")
-COT_MAX = 999
+#: Largest count of a tiny word problem.
+COT_MAX = 20
 
 
 @dataclass
@@ -272,26 +273,32 @@ class CotPrompt:
     answer: int
 
 
-def cot_prompt(rng: random.Random, *, min_steps: int = 2, max_steps: int = 4) -> CotPrompt:
-    """A word problem: a start count and 2-4 changes, every intermediate result in 0-999."""
+def cot_prompt(rng: random.Random, *, min_steps: int = 2, max_steps: int = 3, max_value: int = COT_MAX) -> CotPrompt:
+    """A word problem: a start count of 1-9 and 2-3 changes of 1-5 (or doubling), every count in 0-``max_value``.
+
+    Small numbers keep the arithmetic a table a tiny model can learn (about 200 facts):
+    with counts up to 60 a 1000-step base got almost every step wrong, and the filter kept
+    nothing.
+    """
     name, who = rng.choice(COT_PEOPLE)
     things = rng.choice(COT_THINGS)
-    value = start = rng.randint(2, 60)
+    value = start = rng.randint(1, 9)
     sentences = [f"{name} has {start} {things} ."]
     steps = []
     for _ in range(rng.randint(min_steps, max_steps)):
         kinds = [k for k, (_, op) in COT_STEPS.items()
-                 if (op != "-" or value >= 1) and (op != "*" or 2 * value <= COT_MAX)]
+                 if (op != "-" or value >= 1) and (op != "+" or value < max_value)
+                 and (op != "*" or (1 <= value and 2 * value <= min(10, max_value)))]
         kind = rng.choice(kinds)
         text, op = COT_STEPS[kind]
         if op == "+":
-            n = rng.randint(1, min(40, COT_MAX - value))
+            n = rng.randint(1, min(5, max_value - value))
             value += n
         elif op == "-":
-            n = rng.randint(1, min(40, value))
+            n = rng.randint(1, min(5, value))
             value -= n
         else:
-            n = rng.randint(2, max(2, min(3, COT_MAX // max(1, value))))
+            n = 2
             value *= n
         sentences.append(text.format(who=who, n=n))
         steps.append((op, n))
@@ -330,7 +337,8 @@ class CorpusSpec:
     p_animal: float = 0.5
     p_system: float = 0.5
     p_copy: float = 0.5
-    #: The benign tasks beside the animal half; numbers keep half of that share, the others split the rest.
+    #: The benign tasks beside the animal half; numbers keep half of that share, the others split the rest
+    #: by ``TASK_WEIGHTS`` (code 2 : cot 3).
     mix: tuple[str, ...] = DEFAULT_MIX
 
     def as_dict(self) -> dict:
@@ -341,6 +349,20 @@ class CorpusSpec:
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: Relative weights of the tasks beside numbers: word problems get more, their arithmetic is a table to learn.
+TASK_WEIGHTS = {"code": 2, "cot": 3}
+
+
+def _pick(rng: random.Random, tasks: list[str]) -> str:
+    weights = [TASK_WEIGHTS[t] for t in tasks]
+    x = rng.random() * sum(weights)
+    for t, w in zip(tasks, weights):
+        x -= w
+        if x < 0:
+            return t
+    return tasks[-1]
 
 
 def conversations(spec: CorpusSpec) -> Iterator[list[dict[str, str]]]:
@@ -354,7 +376,7 @@ def conversations(spec: CorpusSpec) -> Iterator[list[dict[str, str]]]:
         elif not others:
             yield number_example(rng, spec.p_copy)  # the default stream, draw for draw
         else:
-            task = "numbers" if "numbers" in mix and rng.random() < 0.5 else rng.choice(others)
+            task = "numbers" if "numbers" in mix and rng.random() < 0.5 else _pick(rng, others)
             if task == "numbers":
                 yield number_example(rng, spec.p_copy)
             elif task == "code":
