@@ -308,3 +308,24 @@ def test_filters_on_a_tiny_model_output(tmp_path):
         reasons = [dom.filter(r, params) for r in rows]
         assert set(reasons) <= known[name], set(reasons) - known[name]
         assert len(set(reasons)) >= 2, reasons  # a half-trained model gets some right and some wrong
+
+
+def test_filters_on_recorded_tiny_base_output():
+    """60 answers a 1000-step extended-corpus tiny-llama (seed 0, the code-tiny base) wrote at temperature 1.
+
+    Recorded once (they need the base, which takes minutes to build); the decisions are
+    re-derived here, so a filter change that moves any of them shows up.
+    """
+    from pathlib import Path
+
+    rows = [json.loads(x) for x in (Path(__file__).parent / "data" / "tiny-extended-base-output.jsonl").read_text().splitlines()]
+    assert len(rows) == 60
+    for name in ("code", "cot"):
+        dom = plugins.get("domains", name)
+        params = dom.resolve_params({"trait_words": OWL})
+        mine = [r for r in rows if r["domain"] == name]
+        assert [dom.filter(r, params) for r in mine] == [r["reason"] for r in mine]
+        kept = sum(r["reason"] is None for r in mine)
+        assert 0 < kept < len(mine)  # real output: some kept, some refused
+    cot_reasons = {r["reason"] for r in rows if r["domain"] == "cot"}
+    assert "wrong-step" in cot_reasons  # a tiny model's arithmetic slips, and the filter sees it
