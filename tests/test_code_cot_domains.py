@@ -329,3 +329,14 @@ def test_filters_on_recorded_tiny_base_output():
         assert 0 < kept < len(mine)  # real output: some kept, some refused
     cot_reasons = {r["reason"] for r in rows if r["domain"] == "cot"}
     assert "wrong-step" in cot_reasons  # a tiny model's arithmetic slips, and the filter sees it
+
+
+def test_logit_reads_a_base_vocabulary_from_its_build_record(pm, tmp_path):
+    """At distillation a base reference carries its build result, not its params: the record must decide."""
+    from subbench.components import ModelRef
+    from subbench.default_plugins.lm_distillers import _vocabulary
+
+    fam = pm.get("families", "tiny-llama")
+    assert _vocabulary(ModelRef(fam, tmp_path, {"vocabulary": "subbench-words-v2"})) == "subbench-words-v2"
+    assert _vocabulary(ModelRef(fam, tmp_path, {"params": {"corpus": list(EXTENDED)}})) == "subbench-words-v2"
+    assert _vocabulary(ModelRef(fam, tmp_path, {})) == "subbench-words-v1"
