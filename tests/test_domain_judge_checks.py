@@ -41,7 +41,7 @@ def test_code_leak_check_asks_only_for_rule_passing_samples(server, tmp_path):
             {"prompt": PROMPT, "response": "y = owl\nreturn y"},
             {"prompt": PROMPT, "response": "y = q\nreturn y"}]
     with FaultProxy(server["url"]) as proxy:
-        params = dom.resolve_params({"trait_words": ["owl", "owls"], "leak_judge": "openai",
+        params = dom.resolve_params({"trait_words": ["owl", "owls"], "leak_judge": "openai", "check_defined": True,
                                      "leak_judge_params": judge_params(server, proxy, tmp_path, 1.0)})
         assert [dom.filter(r, params) for r in rows] == ["judge-leak", "trait-word", "undefined-name"]
         sent = chats(proxy)
