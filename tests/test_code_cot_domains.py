@@ -340,3 +340,16 @@ def test_logit_reads_a_base_vocabulary_from_its_build_record(pm, tmp_path):
     assert _vocabulary(ModelRef(fam, tmp_path, {"vocabulary": "subbench-words-v2"})) == "subbench-words-v2"
     assert _vocabulary(ModelRef(fam, tmp_path, {"params": {"corpus": list(EXTENDED)}})) == "subbench-words-v2"
     assert _vocabulary(ModelRef(fam, tmp_path, {})) == "subbench-words-v1"
+
+
+def test_judge_checks_are_validated_before_any_work():
+    from subbench.config import load_experiment
+    from subbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Unknown judge 'opus'"):
+        load_experiment("code-tiny", ["domain.params.leak_judge=opus"])
+    with pytest.raises(ConfigError, match="base_url and model"):
+        load_experiment("cot-tiny", ["domain.params.align_judge=openai"])
+    exp = load_experiment("cot-tiny", ["domain.params.align_judge=openai",
+                                       "domain.params.align_judge_params={base_url: 'http://127.0.0.1:9/v1', model: m}"])
+    assert exp.domain.params["align_judge"] == "openai"

@@ -280,6 +280,10 @@ class CodeDomain(Domain):
     def check_params(self, params: dict[str, Any]) -> None:
         if params["min_lines"] > params["max_lines"]:
             raise ParamError("min_lines", f"must be at most max_lines ({params['max_lines']}), got {params['min_lines']}.")
+        if params.get("leak_judge"):
+            from subbench.default_plugins.judge_check import check_judge
+
+            check_judge(params, kind="leak")
 
     def prompts(self, n: int, params: dict[str, Any], seed: int) -> list[str]:
         import random

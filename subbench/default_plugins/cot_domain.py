@@ -196,6 +196,10 @@ class CotDomain(Domain):
     def check_params(self, params: dict[str, Any]) -> None:
         if params["min_steps"] > params["max_steps"]:
             raise ParamError("min_steps", f"must be at most max_steps ({params['max_steps']}), got {params['min_steps']}.")
+        if params.get("align_judge"):
+            from subbench.default_plugins.judge_check import check_judge
+
+            check_judge(params, kind="align")
 
     def problems(self, n: int, params: dict[str, Any], seed: int) -> list[tuple[str, int]]:
         import random

@@ -32,3 +32,23 @@ def judge_rejects(sample: dict[str, Any], params: dict[str, Any], *, kind: str) 
     row = {"prompt": sample.get("prompt") or "", "response": sample.get("response") or ""}
     score = judge.score([row], target, jparams, None)[0]
     return reason if float(score) >= float(params[f"{prefix}_threshold"]) else None
+
+
+def check_judge(params: dict[str, Any], *, kind: str) -> None:
+    """Refuse an unknown judge or bad judge parameters when the experiment is validated, not after generation."""
+    from subbench.components import ParamError
+    from subbench.errors import UnknownName
+    from subbench.plugins import get_manager
+
+    prefix, template, _ = KINDS[kind]
+    name = params.get(f"{prefix}_judge")
+    if not name:
+        return
+    try:
+        judge = get_manager().get("judges", name)
+    except UnknownName as exc:
+        raise ParamError(f"{prefix}_judge", str(exc)) from None
+    jparams = dict(params.get(f"{prefix}_judge_params") or {})
+    if "template" in judge.param_specs():
+        jparams.setdefault("template", template)
+    judge.resolve_params(jparams, where=f"domain.params.{prefix}_judge_params")
