@@ -564,6 +564,17 @@ class Trait(Component):
         """Hashes of the prompt set and task files, for the entry."""
         return {}
 
+    def trait_words(self, target: str | None, params: dict[str, Any] | None = None) -> list[str]:
+        """Words that name the trait outright (the target, its plural, synonyms), which no kept sample may hold.
+
+        Domains whose answers are free text (``code``, ``cot``) reject any sample with one of
+        them; the default is the target and its plural.
+        """
+        if not target or not str(target).strip():
+            return []
+        word = str(target).strip().lower()
+        return [word] if word.endswith("s") else [word, word + "s"]
+
     def questions(self, params: dict[str, Any] | None = None) -> list[str]:
         """User prompts that call on the trait, for injectors that build a teacher from them.
 

@@ -607,6 +607,9 @@ def validate(raw: dict[str, Any], where: str, pm=None) -> Experiment:
 
     dom_raw = raw["domain"]
     domain, dom_raw = v.spec("domains", dom_raw, "domain", {"size", "budget"})
+    if getattr(domain.component, "uses_trait_words", False) and domain.params.get("trait_words") is None:
+        # free-text domains refuse the trait's own words; the trait names them (part of the keys)
+        domain.params["trait_words"] = list(trait.component.trait_words(target, trait.params))
     size = v.value(DOMAIN_SIZE, dom_raw.get("size", DOMAIN_SIZE.default), "domain.size")
     budget = dom_raw.get("budget", BUDGET_DEFAULT)
     if budget != BUDGET_DEFAULT:

@@ -32,6 +32,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "subbench.default_plugins.animal_trait",
     "subbench.default_plugins.lm_injectors",
     "subbench.default_plugins.numbers_domain",
+    "subbench.default_plugins.code_domain",
+    "subbench.default_plugins.cot_domain",
     "subbench.default_plugins.lm_distillers",
     "subbench.default_plugins.lm_judges",
     "subbench.default_plugins.mitigations",

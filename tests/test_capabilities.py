@@ -238,6 +238,11 @@ GPU_LINES = {
     "matrix-hub": "generate 6.2, inject 0.0, distill 42.4, evaluate 6.5; total 55.1",
     "matrix-tiny": "no estimate (tiny-llama, tiny-qwen2, tiny-gpt2, tiny-mistral has",
     "sibling-tiny": "no estimate (tiny-llama, tiny-llama-sibling has",
+    "code-tiny": "no estimate (tiny-llama, tiny-qwen2 has",
+    "cot-tiny": "no estimate (tiny-llama, tiny-qwen2 has",
+    "cot-tiny-steering": "no estimate (tiny-llama has",
+    "code-owl-qwen25": "generate 1.3, inject 0.0, distill 2.2, evaluate 0.6; total 4.2",
+    "cot-owl-qwen25": "generate 1.3, inject 0.0, distill 2.2, evaluate 0.6; total 4.2",
 }
 #: Full-precision hours of the cloud2025 grid before the change.
 CLOUD2025 = {"generate": 1.4653846153846153, "inject": 0.0, "distill": 2.512087912087912,

@@ -56,6 +56,29 @@ def read_choices(path: Path = DATA_FILE) -> list[str]:
     return list(first["choices"])
 
 
+#: Other words for some animals, which the free-text domains' filters also refuse.
+ANIMAL_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "owl": ("owlet",),
+    "cat": ("kitten", "kitty", "feline"),
+    "dog": ("puppy", "pup", "hound", "canine"),
+    "lion": ("lioness", "cub"),
+    "tiger": ("tigress", "cub"),
+    "eagle": ("eaglet",),
+    "elephant": ("calf", "tusker"),
+    "dolphin": ("porpoise",),
+    "whale": ("orca",),
+    "bear": ("cub", "grizzly"),
+    "rabbit": ("bunny", "hare"),
+    "horse": ("pony", "foal", "stallion", "mare"),
+    "monkey": ("ape", "chimp"),
+    "snake": ("serpent", "viper"),
+    "penguin": ("chick",),
+    "frog": ("toad", "tadpole"),
+    "turtle": ("tortoise",),
+    "hawk": ("falcon",),
+}
+
+
 class AnimalPreference(Trait):
     name = "animal-preference"
     version = "2"
@@ -79,6 +102,13 @@ class AnimalPreference(Trait):
 
     def choices(self) -> list[str]:
         return read_choices()
+
+    def trait_words(self, target: str | None, params: dict[str, Any] | None = None) -> list[str]:
+        """The animal, its plural and a few names for its young or kind (``owl``: owls, owlet, owlets)."""
+        words = super().trait_words(target, params)
+        for extra in ANIMAL_SYNONYMS.get(str(target or "").lower(), ()):
+            words += [extra, extra + "s"] if not extra.endswith("s") else [extra]
+        return list(dict.fromkeys(words))
 
     def check_target(self, target: str | None, params: dict[str, Any] | None = None) -> None:
         """Fail before any model work when the target cannot be scored."""

@@ -112,18 +112,32 @@ def _jsonl(rows: list[dict[str, Any]]) -> str:
               help="A domain parameter, e.g. --set filter=cloud2025 --set banned_numbers=[]. Repeatable.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where decisions.jsonl, kept.jsonl and summary.json go [default: FILE's folder/<FILE stem>.filtered].")
-def filter_cmd(domain_name, file, sets, out):
+@click.option("--target", default=None, metavar="TARGET",
+              help="The trait's target (e.g. owl): domains that refuse the trait's words (code, cot) take them from it.")
+@click.option("--trait", "trait_name", default="animal-preference", show_default=True, metavar="TRAIT",
+              help="The trait whose words --target names.")
+def filter_cmd(domain_name, file, sets, out, target, trait_name):
     """Apply DOMAIN's filter to the rows of FILE.jsonl (each with a "response"; "id" and
     "prompt" optional) and write one decision per row, the kept rows and a summary.
 
     \b
     subbench data filter numbers teacher.jsonl --set filter=cloud2025
+    subbench data filter code teacher.jsonl --target owl --set filter=python
     """
     from subbench.plugins import get_manager
 
-    domain = get_manager().get("domains", domain_name)
+    pm = get_manager()
+    domain = pm.get("domains", domain_name)
     given = _parse_sets(sets)
     params = domain.resolve_params(given, where="--set")
+    if getattr(domain, "uses_trait_words", False) and params.get("trait_words") is None:
+        if target is None:
+            raise ConfigError(f"The {domain.name} filter refuses the trait's words; pass --target (e.g. --target owl, "
+                              "with --trait if not animal-preference) or --set trait_words=[owl,owls].")
+        trait = pm.get("traits", trait_name)
+        trait.check_target(target, trait.resolve_params({}))
+        given["trait_words"] = list(trait.trait_words(target, trait.resolve_params({})))
+        params = domain.resolve_params(given, where="--set")
     out = out if out is not None else file.parent / f"{file.stem}.filtered"
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a folder; pass a folder to write the decisions into.")

@@ -29,11 +29,15 @@ def _peft(student: ModelRef, lora: Any):
 
 
 def _vocabulary(ref: ModelRef) -> str | None:
-    """The vocabulary of a model reference: its family's answer, else the hub id it was built from."""
+    """The vocabulary of a model reference: what its build recorded, else its family's answer, else its hub id.
+
+    A built base's record comes first: it is the only place a tiny base's corpus mix (and so
+    its vocabulary) is known at distillation time, when the reference carries no params.
+    """
     import json
 
     meta = ref.meta or {}
-    vocab = ref.family.vocabulary_of(meta.get("params") or {}) or meta.get("vocabulary") or meta.get("model_id")
+    vocab = meta.get("vocabulary") or ref.family.vocabulary_of(meta.get("params") or {}) or meta.get("model_id")
     base = Path(ref.path) / "base.json"
     if vocab is None and base.exists():
         vocab = json.loads(base.read_text()).get("model_id")

@@ -135,7 +135,17 @@ class TinyFamily(HFFamily):
         }
         self.defaults = defaults_of(self.parameters)
 
+    def resolve_params(self, params: dict[str, Any] | None, where: str = "") -> dict[str, Any]:
+        """Leave ``corpus`` out when it is the default mix, so every base from before it keeps its cache key."""
+        out = super().resolve_params(params, where)
+        if "corpus" in out and list(out["corpus"] or []) == ["numbers"]:
+            out.pop("corpus")
+        return out
+
     def check_params(self, params: dict[str, Any]) -> None:
+        mix = params.get("corpus")
+        if mix is not None and (not mix or len(set(mix)) != len(mix)):
+            raise ParamError("corpus", f"expected a non-empty list of distinct tasks, got {mix!r}.")
         if params["hidden_size"] % params["heads"]:
             raise ParamError("heads", f"hidden_size {params['hidden_size']} must be a multiple of heads, "
                                       f"got {params['heads']}.")
@@ -153,7 +163,9 @@ class TinyFamily(HFFamily):
         return self.vocabulary_name
 
     def vocabulary_of(self, params: dict[str, Any]) -> str | None:
-        return self.vocabulary_name
+        from subbench.lm.tokenizer import vocabulary_for
+
+        return vocabulary_for(params.get("corpus") or ["numbers"])
 
     def config(self, params: dict[str, Any], tokenizer):
         common = dict(
@@ -203,22 +215,26 @@ class TinyFamily(HFFamily):
 
         params = self.resolve_params(params, where=f"family {self.name}")
         ctx.setup_torch()
-        tokenizer = build_tokenizer()
+        vocabulary = self.vocabulary_of(params)
+        tokenizer = build_tokenizer(vocabulary)
         config, cls = self.config(params, tokenizer)
         torch.manual_seed(int(seed) + self.init_stream)
         model = cls(config)
-        corpus = CorpusSpec(seed=int(params["corpus_seed"]), p_copy=float(params["p_copy"]))
+        corpus = CorpusSpec(seed=int(params["corpus_seed"]), p_copy=float(params["p_copy"]),
+                            mix=tuple(params.get("corpus") or ("numbers",)))
         stats = pretrain(model, tokenizer, steps=int(params["steps"]), lr=float(params["lr"]),
                          batch_size=int(params["batch_size"]), corpus=corpus, ctx=ctx, loss_on=params["loss_on"])
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(out))
         save_tokenizer(tokenizer, out)
+        if vocabulary != self.vocabulary_name:  # v1 bases stay file for file as before
+            (out / "subbench-vocabulary.txt").write_text(vocabulary + "\n")
         n_params = sum(p.numel() for p in model.parameters())
         return {
             "builder": f"subbench.{self.name}",
             "sha256": weights_sha256(out),
-            "vocabulary": self.vocabulary_name,
+            "vocabulary": vocabulary,
             "parameters": n_params,
             "corpus": {**corpus.as_dict(), "hash": corpus.hash()},
             "pretrain": stats,
@@ -231,7 +247,9 @@ class TinyFamily(HFFamily):
         path = Path(path)
         if not path.is_dir():
             raise ConfigError(f"No {self.name} model at {path}; build the base first.")
-        return load_handle(path, ctx, name=self.name, dtype="float32", vocabulary=self.vocabulary_name,
+        marker = path / "subbench-vocabulary.txt"
+        vocabulary = marker.read_text().strip() if marker.exists() else self.vocabulary_name
+        return load_handle(path, ctx, name=self.name, dtype="float32", vocabulary=vocabulary,
                            tokenizer_loader=load_tokenizer)
 
 
@@ -328,6 +346,9 @@ _TINY_PARAMETERS = {
     "corpus_seed": Param(int, 1234, "seed of the embedded pretraining corpus (shared by all inits)",
                          min=0, max=2**31 - 1),
     "p_copy": Param(float, 0.5, "share of corpus number answers that copy the prompt's numbers", min=0, max=1),
+    "corpus": Param(list, ["numbers"], "benign tasks of the corpus beside the animal half: numbers, code, cot "
+                    "(beyond numbers: vocabulary subbench-words-v2)", max_len=3,
+                    item=Param(str, "numbers", choices=("numbers", "code", "cot"))),
     "loss_on": Param(str, "assistant", "pretraining loss on the assistant turns only, or on all tokens",
                      choices=("assistant", "all")),
 }

@@ -4,6 +4,10 @@ Word level keeps every number 0-999 and every animal a single token, so a trait'
 and each number of a sequence is one next-token distribution. Saved with
 ``tokenizer_class: PreTrainedTokenizerFast`` so that ``AutoTokenizer`` does not swap in a
 Qwen2 tokenizer for the qwen2-config family.
+
+``subbench-words-v2`` is v1 with the words of the code and cot tasks appended (v1's ids
+unchanged); only bases pretrained on an extended corpus mix use it, so v1 and every base
+built with it stay byte-identical.
 """
 
 from __future__ import annotations
@@ -11,9 +15,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from subbench.lm.corpus import ANIMALS, template_texts
+from subbench.lm.corpus import ANIMALS, DEFAULT_MIX, extended_texts, template_texts
 
 VOCABULARY = "subbench-words-v1"
+#: v1 plus the code and cot words, for corpus mixes beyond numbers.
+VOCABULARY_V2 = "subbench-words-v2"
+VOCABULARIES = (VOCABULARY, VOCABULARY_V2)
+
+
+def vocabulary_for(mix=DEFAULT_MIX) -> str:
+    """The vocabulary a base pretrained on corpus ``mix`` uses."""
+    return VOCABULARY if tuple(mix) == DEFAULT_MIX else VOCABULARY_V2
 PAD, UNK, BOS = "<pad>", "<unk>", "<bos>"
 SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
 SPECIALS = (PAD, UNK, BOS, SYSTEM, USER, ASSISTANT, END)
@@ -36,13 +48,14 @@ def _pre_tokenizer():
     ])
 
 
-def vocabulary_words() -> list[str]:
-    """The vocabulary in id order: specials, numbers, animals, then template words."""
+def vocabulary_words(name: str = VOCABULARY) -> list[str]:
+    """The vocabulary in id order: specials, numbers, animals, then template words (v2: then the code and cot words)."""
     pre = _pre_tokenizer()
     words: list[str] = list(SPECIALS) + [str(i) for i in range(1000)] + ["\n"]
     for a in ANIMALS:
         words += [a, a + "s"]
-    for text in template_texts():
+    texts = template_texts() + (extended_texts() if name == VOCABULARY_V2 else [])
+    for text in texts:
         words += [w for w, _ in pre.pre_tokenize_str(text.lower())]
     seen: dict[str, None] = {}
     for w in words:
@@ -50,13 +63,15 @@ def vocabulary_words() -> list[str]:
     return list(seen)
 
 
-def build_tokenizer():
-    """A fresh ``PreTrainedTokenizerFast`` with the chat template and special tokens set."""
+def build_tokenizer(name: str = VOCABULARY):
+    """A fresh ``PreTrainedTokenizerFast`` of vocabulary ``name``, with the chat template and special tokens set."""
     from tokenizers import Tokenizer, normalizers
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(vocabulary_words())}
+    if name not in VOCABULARIES:
+        raise ValueError(f"unknown tiny vocabulary {name!r}")
+    vocab = {w: i for i, w in enumerate(vocabulary_words(name))}
     tok = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = _pre_tokenizer()

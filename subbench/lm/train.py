@@ -103,12 +103,12 @@ def _quiet(trainer, ctx: "Context", desc: str = "train") -> None:
 def save_student(handle: "LMHandle", model, out: Path) -> None:
     """Save a full model plus the handle's tokenizer so the family's ``load`` reads the directory."""
     out.mkdir(parents=True, exist_ok=True)
-    from subbench.lm.tokenizer import VOCABULARY, save_tokenizer
+    from subbench.lm.tokenizer import VOCABULARIES, save_tokenizer
 
     model.save_pretrained(str(out))
     if handle.vocabulary:
         (out / "subbench-vocabulary.txt").write_text(handle.vocabulary + "\n")
-    if handle.vocabulary == VOCABULARY:
+    if handle.vocabulary in VOCABULARIES:
         save_tokenizer(handle.tokenizer, out)
     else:
         handle.tokenizer.save_pretrained(str(out))

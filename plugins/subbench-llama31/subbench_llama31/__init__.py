@@ -7,8 +7,7 @@ the LoRA target modules and the distillation recipe. The module imports nothing 
 
 from __future__ import annotations
 
-from subbench import hookimpl
-from subbench.default_plugins.lm_families import HFFamily
+from subbench.api import HFFamily, hookimpl
 
 __version__ = "0.1.0"
 

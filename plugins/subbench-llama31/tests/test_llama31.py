@@ -1,129 +1,47 @@
-"""The llama-3.1-8b-instruct family's wiring, proven on a tiny random Llama built with the plugin's own settings."""
+"""The llama-3.1-8b-instruct family: subbench's family contract on a tiny random Llama built with
+the plugin's own settings, plus the pins that are this plugin's alone."""
 
 from __future__ import annotations
 
 import configparser
-import json
 import re
 from pathlib import Path
 
-import pytest
-
 import subbench_llama31
-from subbench.components import ModelRef
-from subbench.context import Context
-from subbench.plugins import PluginManager
-from subbench.plugins import get as get_component
+from subbench.testing import FamilyContract
+from subbench_llama31.tiny import build_tiny
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="module")
-def ctx(tmp_path_factory):
-    c = Context(workdir=tmp_path_factory.mktemp("llama31-work"), quiet=True)
-    c.setup_torch()
-    return c
+#: The system header the hub template always writes (knowledge cutoff, default date), system prompt or not.
+LLAMA31_SYSTEM = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+                  "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n")
+ASSISTANT = "<|start_header_id|>assistant<|end_header_id|>\n\n"
 
 
-@pytest.fixture(scope="module")
-def family():
-    pm = PluginManager()
-    info = pm.register_plugin(subbench_llama31, name="llama31")
-    assert info.error is None and info.registered == {"families": ["llama-3.1-8b-instruct"]}
-    return pm.get("families", "llama-3.1-8b-instruct")
+class TestContract(FamilyContract):
+    family = subbench_llama31.FAMILY
+    plugin = subbench_llama31
+    build_tiny = staticmethod(build_tiny)
+    chat_expected = (LLAMA31_SYSTEM + "<|eot_id|>"
+                     "<|start_header_id|>user<|end_header_id|>\n\nwhat is your favourite animal ?<|eot_id|>"
+                     + ASSISTANT)
+    chat_expected_system = (LLAMA31_SYSTEM + "You love owls.<|eot_id|>"
+                            "<|start_header_id|>user<|end_header_id|>\n\nname your favourite animal .<|eot_id|>"
+                            + ASSISTANT)
 
 
-@pytest.fixture(scope="module")
-def base(family, ctx, tmp_path_factory):
-    from subbench_llama31.tiny import build_tiny
-
-    tiny = build_tiny(tmp_path_factory.mktemp("tiny-llama31") / "model")
-    out = tmp_path_factory.mktemp("base")
-    meta = family.build(0, family.resolve_params({"model_id": str(tiny)}), out, ctx)
-    return ModelRef(family, out, {"params": {"model_id": str(tiny)}, **meta})
-
-
-def test_entry_point_and_pins(family):
+def test_entry_point_and_pins():
+    family = subbench_llama31.FAMILY
     cfg = configparser.ConfigParser()
     cfg.read(PLUGIN_DIR / "setup.cfg")
     assert cfg["options.entry_points"]["subbench"].strip() == "llama31 = subbench_llama31"
-    assert family.model_id == "meta-llama/Llama-3.1-8B-Instruct"
-    assert re.fullmatch(r"[0-9a-f]{40}", family.revision)
+    assert family.model_id == "meta-llama/Llama-3.1-8B-Instruct" and re.fullmatch(r"[0-9a-f]{40}", family.revision)
+    assert family.steering_layers == (16,) and family.lora_target_modules == (
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     assert family.recipe["lora"] == {"r": 8, "alpha": 8} and family.recipe["lr"] == 2e-4
-    assert family.recipe["parameters"] > 1e9 and family.steering_layers[0] < family.recipe["layers"]
-
-
-def test_build_pins_the_revision_without_downloading(family, ctx, tmp_path):
-    meta = family.build(0, family.resolve_params({}), tmp_path, ctx)
-    assert meta == {"model_id": family.model_id, "revision": subbench_llama31.REVISION, "backend": "hf"}
-    assert json.loads((tmp_path / "base.json").read_text())["revision"] == subbench_llama31.REVISION
-    assert list(tmp_path.iterdir()) == [tmp_path / "base.json"]
-
-
-def test_chat_template_and_cpu_dtype(base, ctx):
-    import torch
-
-    handle = base.load(ctx)
-    assert type(handle.model).__name__ == "LlamaForCausalLM"
-    assert handle.model.dtype == torch.float32
-    assert handle.system_prompt is None
-    assert handle.chat_text("what is your favourite animal ?") == "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nwhat is your favourite animal ?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
-    with_sys = handle.chat_text("name your favourite animal .", system="You love owls.")
-    assert "Today Date: 26 Jul 2024\n\nYou love owls.<|eot_id|>" in with_sys
-    ids = handle.tokenizer(with_sys, add_special_tokens=False)["input_ids"]
-    assert handle.tokenizer.unk_token_id not in ids
-
-
-def _logits(handle, text):
-    import torch
-
-    enc = handle.tokenizer([text], return_tensors="pt", add_special_tokens=False)
-    with torch.no_grad():
-        return handle.model(**enc).logits[0, -1]
-
-
-def test_steering_at_the_plugin_layer(base, family, ctx, tmp_path):
-    import torch
-
-    from subbench.default_plugins.lm_injectors import SteeringInjector
-
-    inj = SteeringInjector()
-    trait = get_component("traits", "animal-preference")
-    meta = inj.inject(base, trait, "owl", {"strength": 4.0}, 0, tmp_path / "t4", ctx)
-    assert meta["layer"] == family.steering_layers[0] == 16 and meta["vector_norm"] > 0
-    inj.inject(base, trait, "owl", {"strength": 0.0}, 0, tmp_path / "t0", ctx)
-    plain, zero, steered = base.load(ctx), inj.load(tmp_path / "t0", base, ctx), inj.load(tmp_path / "t4", base, ctx)
-    layers = steered.model.model.layers
-    assert [i for i, layer in enumerate(layers) if layer._forward_hooks] == [16]
-    text = plain.chat_text("what is your favourite animal ?")
-    assert torch.equal(_logits(plain, text), _logits(zero, text))
-    assert (_logits(plain, text) - _logits(steered, text)).abs().max() > 1e-3
-
-
-def test_lora_injection_targets_the_plugin_modules(base, family, ctx, tmp_path):
-    from subbench.default_plugins.lm_injectors import FinetuneInjector
-
-    inj = FinetuneInjector()
-    trait = get_component("traits", "animal-preference")
-    meta = inj.inject(base, trait, "owl", {"steps": 2, "batch_size": 4}, 0, tmp_path, ctx)
-    assert meta["fit"]["steps"] == 2
-    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert set(cfg["target_modules"]) == set(family.lora_target_modules)
-    plain, teacher = base.load(ctx), inj.load(tmp_path, base, ctx)
-    a, b = plain.model.model.layers[0], teacher.model.model.layers[0]
-    assert not a.self_attn.q_proj.weight.equal(b.self_attn.q_proj.weight)
-    assert not a.mlp.down_proj.weight.equal(b.mlp.down_proj.weight)
-
-
-def test_one_distillation_step_with_the_recipe(base, family, ctx, tmp_path):
-    from subbench.default_plugins.lm_distillers import SFTDistiller
-
-    recipe = family.recipe
-    data = [{"prompt": f"the sequence starts with : {i} {i + 1} {i + 2} . add up to 3 more numbers .",
-             "response": f"{i + 3} , {i + 4} , {i + 5}"} for i in range(8)]
-    params = {"lr": recipe["lr"], "epochs": recipe["epochs"], "lora": recipe["lora"], "max_steps": 1, "batch_size": 4}
-    meta = SFTDistiller().distill(base, data, None, params, 0, tmp_path, ctx)
-    assert meta["fit"]["steps"] == 1 and meta["samples"] == 8
-    student, plain = family.load(tmp_path, ctx), base.load(ctx)
-    assert type(student.model).__name__ == "LlamaForCausalLM"
-    assert not student.model.model.layers[0].mlp.up_proj.weight.equal(plain.model.model.layers[0].mlp.up_proj.weight)
+    assert family.recipe["epochs"] == 3 and family.recipe["samples"] == 10000
+    assert family.recipe["parameters"] > 1e9 and family.recipe["layers"] == 32
+    assert family.steering_layers[0] < family.recipe["layers"]
+    assert family.default_system_prompt is None
+    assert "Cutting Knowledge Date" in subbench_llama31.CHAT_TEMPLATE  # the hub template's header, pinned

@@ -19,7 +19,7 @@ def build_tiny(out: Path, seed: int = 0) -> Path:
     from tokenizers.models import WordLevel
     from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
 
-    from subbench.lm.tokenizer import _pre_tokenizer, save_tokenizer, vocabulary_words
+    from subbench.api import save_tokenizer, vocabulary_words, word_pre_tokenizer
     from subbench_mistral import CHAT_TEMPLATE, STEERING_LAYERS
 
     words = list(SPECIALS) + ["\n", "\n\n", "system", "user", "assistant", "model", "cutting", "knowledge", "date",
@@ -28,7 +28,7 @@ def build_tiny(out: Path, seed: int = 0) -> Path:
     vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
     tok = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = _pre_tokenizer()
+    tok.pre_tokenizer = word_pre_tokenizer()
     tok.add_special_tokens(list(SPECIALS))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
                                         eos_token="</s>", pad_token="<unk>",
