@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from subbench.errors import ConfigError, SubbenchError
+from subbench.plan import DATA_STAGES
 
 #: Relative weight of each stage for ordering ready nodes: longest remaining chain first, so
 #: the bases (the longest stage of a tiny run) start first.
@@ -30,9 +31,8 @@ STAGE_WEIGHT = {"base": 120.0, "inject": 15.0, "generate": 15.0, "distill": 25.0
                 "teacher_kl": 3.0, "residual": 2.0}
 
 
-#: Stages that read and write a few JSONL files and load no model: the parent runs them itself,
-#: since a round trip to a worker would cost more than the stage.
-INLINE_STAGES = frozenset({"filter", "budget", "mitigate", "score"})
+#: Stages the parent runs itself (they load no model).
+INLINE_STAGES = DATA_STAGES
 
 
 def run_experiment(runner) -> list[dict[str, Any]]:
@@ -228,6 +228,9 @@ class ProcessPool:
         from concurrent.futures import ProcessPoolExecutor
 
         self.runner, self.slots = runner, jobs
+        # glibc's default of 8 malloc arenas per core lets each worker's heap grow where two do
+        # (one torch thread each): about 0.1 GiB less per worker (benchmarks/README.md)
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
         logs = Path(runner.workdir) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,

@@ -30,7 +30,7 @@ from subbench.crashlog import component_failure, debug
 from subbench.entry import environment, git_commit, now
 from subbench.errors import SubbenchError
 from subbench.hashing import sha256_dir, sha256_file
-from subbench.plan import Missing, slug
+from subbench.plan import DATA_STAGES, Missing, slug
 
 
 @dataclass
@@ -107,7 +107,8 @@ class Runner:
 
         def run(tmp: Path) -> dict[str, Any]:
             self.store.verify_pending()
-            self._prepare()
+            if stage not in DATA_STAGES:  # a data stage loads no model: the executor's parent stays torch-free
+                self._prepare()
             try:
                 return fn(tmp)
             except SubbenchError:

@@ -27,6 +27,11 @@ from typing import Any
 from subbench.config import Experiment, Spec
 
 
+#: Stages that read and write a few JSONL files and load no model (no torch either): the
+#: executor's parent runs them itself, since a round trip to a worker would cost more.
+DATA_STAGES = frozenset({"filter", "budget", "mitigate", "score"})
+
+
 class Missing(Exception):
     """A stage whose artifact is not in the store yet (raised only when the executor probes)."""
 
