@@ -207,8 +207,24 @@ def run_node(payload: dict[str, Any]) -> dict[str, Any]:
         _WORKER.update(ident=ident, runner=runner)
     deps = {name: runner.store.open(stage, key) for name, (stage, key) in payload["deps"].items()}
     before = runner.stats["run"]
-    art = getattr(runner, payload["op"])(deps, **payload["args"])
+    try:
+        art = getattr(runner, payload["op"])(deps, **payload["args"])
+    finally:
+        _release_memory()
     return {"stage": art.stage, "key": art.key, "ran": runner.stats["run"] > before, "worker": os.getpid()}
+
+
+def _release_memory() -> None:
+    """Hand the heap a stage freed back to the system, so a long-lived worker does not keep its peak."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _payload(runner, node, deps: dict[str, tuple[str, str]]) -> dict[str, Any]:
