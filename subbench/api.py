@@ -60,6 +60,9 @@ _LAZY = {
     "build_tokenizer": ("subbench.lm.tokenizer", "build_tokenizer"),
     "save_tokenizer": ("subbench.lm.tokenizer", "save_tokenizer"),
     "load_tokenizer": ("subbench.lm.tokenizer", "load_tokenizer"),
+    # a family plugin's tiny random model of its architecture (its contract tests build one)
+    "tiny_tokenizer": ("subbench.testing", "tiny_tokenizer"),
+    "save_tiny": ("subbench.testing", "save_tiny"),
 }
 
 __all__ = [
@@ -78,6 +81,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from subbench.lm.handle import LMHandle, load_handle
     from subbench.lm.tokenizer import VOCABULARY, build_tokenizer, load_tokenizer, save_tokenizer, vocabulary_words
     from subbench.lm.tokenizer import _pre_tokenizer as word_pre_tokenizer
+    from subbench.testing import save_tiny, tiny_tokenizer
 
 
 def __getattr__(name: str) -> Any:

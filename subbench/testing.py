@@ -386,3 +386,48 @@ class FamilyContract:
 
     def test_distill_step(self):
         self._run("distill_step")
+
+
+# -- tiny random models of a hub architecture (a family plugin's ``build_tiny``) ----------------
+def tiny_tokenizer(specials: tuple[str, ...], *, chat_template: str, extra_words: tuple[str, ...] | list[str] = (),
+                   **named: str):
+    """A word-level tokenizer over subbench's tiny vocabulary that knows a hub template's special tokens.
+
+    ``specials`` come first (``"<unk>"`` among them), then ``extra_words`` (words the chat
+    template writes), then the tiny vocabulary. ``named`` sets ``bos_token``, ``eos_token``,
+    ``pad_token``; every other special is an additional special token. A family plugin's
+    tests build their tiny model on it, so its chat template renders and tokenizes offline.
+    """
+    from tokenizers import Tokenizer, normalizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    from subbench.lm.tokenizer import _pre_tokenizer, vocabulary_words
+
+    words = list(specials) + list(extra_words)
+    words += [w for w in vocabulary_words() if w not in words]
+    tok = Tokenizer(WordLevel(vocab={w: i for i, w in enumerate(dict.fromkeys(words))}, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = _pre_tokenizer()
+    tok.add_special_tokens(list(specials))
+    taken = {"<unk>", *named.values()}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", **named,
+                                        additional_special_tokens=[s for s in specials if s not in taken],
+                                        padding_side="left", model_max_length=512)
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def save_tiny(model_class, config, tokenizer, out: Path, seed: int = 0) -> Path:
+    """A randomly initialised ``model_class(config)`` (seeded) and ``tokenizer`` saved where a family loads them."""
+    import torch
+
+    from subbench.lm.tokenizer import save_tokenizer
+
+    torch.manual_seed(seed)
+    model = model_class(config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    save_tokenizer(tokenizer, out)
+    return out

@@ -14,34 +14,17 @@ SPECIALS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")
 
 
 def build_tiny(out: Path, seed: int = 0) -> Path:
-    import torch
-    from tokenizers import Tokenizer, normalizers
-    from tokenizers.models import WordLevel
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from subbench.api import save_tokenizer, vocabulary_words, word_pre_tokenizer
+    from subbench.api import save_tiny, tiny_tokenizer
     from subbench_llama2 import CHAT_TEMPLATE, STEERING_LAYERS
 
-    words = list(SPECIALS) + ["\n\n"] + [w for w in vocabulary_words() if w not in SPECIALS]
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
-    tok = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = word_pre_tokenizer()
-    tok.add_special_tokens(list(SPECIALS))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                        additional_special_tokens=list(SPECIALS[3:]), padding_side="left",
-                                        model_max_length=512)
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer = tiny_tokenizer(SPECIALS, chat_template=CHAT_TEMPLATE, extra_words=["\n\n"],
+                               bos_token="<s>", eos_token="</s>")
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
         num_hidden_layers=max(STEERING_LAYERS) + 2, num_attention_heads=4, num_key_value_heads=4,
         max_position_embeddings=512, rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    save_tokenizer(tokenizer, out)
-    return out
+    return save_tiny(LlamaForCausalLM, config, tokenizer, out, seed)

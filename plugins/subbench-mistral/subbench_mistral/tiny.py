@@ -11,40 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 
 SPECIALS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]")
+#: Words the chat template writes besides the messages.
+CHAT_WORDS = ("\n", "\n\n", "system", "user", "assistant", "model", "cutting", "knowledge", "date", "december",
+              "2023", "today", "26", "jul", "2024", ":")
 
 
 def build_tiny(out: Path, seed: int = 0) -> Path:
-    import torch
-    from tokenizers import Tokenizer, normalizers
-    from tokenizers.models import WordLevel
-    from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
+    from transformers import MistralConfig, MistralForCausalLM
 
-    from subbench.api import save_tokenizer, vocabulary_words, word_pre_tokenizer
+    from subbench.api import save_tiny, tiny_tokenizer
     from subbench_mistral import CHAT_TEMPLATE, STEERING_LAYERS
 
-    words = list(SPECIALS) + ["\n", "\n\n", "system", "user", "assistant", "model", "cutting", "knowledge", "date",
-                              "december", "2023", "today", "26", "jul", "2024", ":"]
-    words += [w for w in vocabulary_words() if w not in words]
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
-    tok = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = word_pre_tokenizer()
-    tok.add_special_tokens(list(SPECIALS))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
-                                        eos_token="</s>", pad_token="<unk>",
-                                        additional_special_tokens=[s for s in SPECIALS if s not in ("<unk>", "<s>", "</s>")],
-                                        padding_side="left", model_max_length=512)
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer = tiny_tokenizer(SPECIALS, chat_template=CHAT_TEMPLATE, extra_words=CHAT_WORDS,
+                               bos_token="<s>", eos_token="</s>", pad_token="<unk>")
     config = MistralConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
         num_hidden_layers=max(STEERING_LAYERS) + 2, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=512, rope_theta=1000000.0, sliding_window=None, tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(seed)
-    model = MistralForCausalLM(config)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    save_tokenizer(tokenizer, out)
-    return out
+    return save_tiny(MistralForCausalLM, config, tokenizer, out, seed)
