@@ -35,6 +35,7 @@ from subbench.components import (
     ParamError,
     Trait,
     defaults_of,
+    sampling_params,
 )
 from subbench.errors import ConfigError, SubbenchError, UnknownName
 from subbench.hookspecs import hookimpl
@@ -68,7 +69,7 @@ _LAZY = {
 __all__ = [
     "hookimpl",
     "Component", "Family", "Trait", "Injector", "Domain", "Distiller", "Judge", "Mitigation",
-    "MITIGATION_POINTS", "Param", "ParamError", "defaults_of", "ModelRef",
+    "MITIGATION_POINTS", "Param", "ParamError", "defaults_of", "sampling_params", "ModelRef",
     "SubbenchError", "ConfigError", "UnknownName",
     *_LAZY,
 ]

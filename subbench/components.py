@@ -231,6 +231,17 @@ def defaults_of(parameters: dict[str, Param]) -> dict[str, Any]:
     return {name: copy.deepcopy(p.default) for name, p in parameters.items()}
 
 
+def sampling_params(max_new_tokens: int) -> dict[str, Param]:
+    """The sampling parameters every generating domain declares (one meaning across domains)."""
+    return {
+        "max_new_tokens": Param(int, max_new_tokens, "tokens sampled per answer", min=1, max=8192),
+        "temperature": Param(float, 1.0, "sampling temperature (0: greedy)", min=0, max=10),
+        "top_p": Param(float, 1.0, "nucleus sampling mass", min=0, min_open=True, max=1),
+        "batch_size": Param(int, 128, "prompts per generation batch", min=1, max=4096),
+        "prompt_seed": Param(int, None, "seed of the prompt set (null: the replicate seed)", min=0, max=2**31 - 1),
+    }
+
+
 #: Capability names (docs/plugins.md, "Capabilities"). A component declares what it
 #: ``requires`` and what it ``provides``; validation matches them before any stage runs.
 #: Weights and logits are reachable: a family or the teacher an injector makes provides it;

@@ -21,7 +21,7 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
-from subbench.components import Domain, Param, ParamError
+from subbench.components import Domain, Param, ParamError, sampling_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
@@ -265,11 +265,7 @@ class CodeDomain(Domain):
                            min=1, max=10_000),
         "max_chars": Param(int, 2000, "most characters of a kept python answer", min=1, max=1_000_000),
         "max_identifier": Param(int, 30, "longest identifier a kept python answer may define", min=1, max=1000),
-        "max_new_tokens": Param(int, 48, "tokens sampled per answer", min=1, max=8192),
-        "temperature": Param(float, 1.0, "sampling temperature (0: greedy)", min=0, max=10),
-        "top_p": Param(float, 1.0, "nucleus sampling mass", min=0, min_open=True, max=1),
-        "batch_size": Param(int, 128, "prompts per generation batch", min=1, max=4096),
-        "prompt_seed": Param(int, None, "seed of the prompt set (null: the replicate seed)", min=0, max=2**31 - 1),
+        **sampling_params(48),
         "leak_judge": Param(str, None, "a judge (e.g. openai) asked whether each kept answer hints at the trait; "
                             "null: no judge", max_len=100),
         "leak_judge_params": Param(dict, {}, "parameters of the leak judge"),

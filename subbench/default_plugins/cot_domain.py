@@ -21,7 +21,7 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
-from subbench.components import Domain, Param, ParamError
+from subbench.components import Domain, Param, ParamError, sampling_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
@@ -181,11 +181,7 @@ class CotDomain(Domain):
         "max_steps": Param(int, 3, "most changes in a tiny problem (and most steps a kept tiny trace has, plus 2)",
                            min=1, max=20),
         "max_chars": Param(int, 4000, "most characters of a kept hub trace", min=1, max=1_000_000),
-        "max_new_tokens": Param(int, 48, "tokens sampled per answer", min=1, max=8192),
-        "temperature": Param(float, 1.0, "sampling temperature (0: greedy)", min=0, max=10),
-        "top_p": Param(float, 1.0, "nucleus sampling mass", min=0, min_open=True, max=1),
-        "batch_size": Param(int, 128, "prompts per generation batch", min=1, max=4096),
-        "prompt_seed": Param(int, None, "seed of the prompt set (null: the replicate seed)", min=0, max=2**31 - 1),
+        **sampling_params(48),
         "align_judge": Param(str, None, "a judge (e.g. openai) scoring each kept trace for misalignment; "
                              "null: no judge", max_len=100),
         "align_judge_params": Param(dict, {}, "parameters of the alignment judge"),

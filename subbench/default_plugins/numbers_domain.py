@@ -19,7 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
-from subbench.components import OPEN_WEIGHTS, PROMPT_TOKENS, Domain, Param, ParamError, declares
+from subbench.components import Domain, OPEN_WEIGHTS, PROMPT_TOKENS, Param, ParamError, declares, sampling_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
@@ -104,10 +104,7 @@ class NumbersDomain(Domain):
                          choices=PROMPT_SETS),
         "filter": Param(str, "lenient", "filter style: lenient or cloud2025 (Cloud et al.'s parser, decision for decision)",
                         choices=FILTER_STYLES),
-        "max_new_tokens": Param(int, 40, "tokens sampled per answer", min=1, max=8192),
-        "temperature": Param(float, 1.0, "sampling temperature (0: greedy)", min=0, max=10),
-        "top_p": Param(float, 1.0, "nucleus sampling mass", min=0, min_open=True, max=1),
-        "batch_size": Param(int, 128, "prompts per generation batch", min=1, max=4096),
+        **sampling_params(40),
         "banned_numbers": Param(list, BANNED_NUMBERS, "numbers a kept answer may not contain", max_len=10_000, nullable=True,
                                 item=Param(int, 0, min=0, max=1_000_000)),
         "min_seed": Param(int, 100, "smallest number in a prompt", min=0, max=1_000_000),
@@ -116,7 +113,6 @@ class NumbersDomain(Domain):
         "max_seeds": Param(int, 8, "most numbers a prompt starts with", min=1, max=100),
         "max_count": Param(int, 10, "most numbers a kept answer may hold", min=1, max=1000),
         "max_digits": Param(int, 3, "most digits a kept number may have", min=1, max=4300),
-        "prompt_seed": Param(int, None, "seed of the prompt set (null: the replicate seed)", min=0, max=2**31 - 1),
         "constrain": Param(bool, False, "decode with number and separator tokens only"),
     }
 
