@@ -60,7 +60,7 @@ class Runner:
         self.jobs = max(1, int(jobs))
         self.executor, self.address = executor, address
         #: one single-teacher view per teacher (``[exp]`` for one teacher): the plan's nodes name theirs
-        self.views = exp.views() if hasattr(exp, "views") else [exp]
+        self.views = exp.views()
         self.workdir = Path(workdir)
         self.out = Path(out)
         self.ctx = Context(workdir=self.workdir, device=device, quiet=quiet)

@@ -132,7 +132,7 @@ def build_plan(exp: Experiment) -> Plan:
     their nodes go into one graph, shared where equal (a student base, a base's data).
     """
     plan = Plan(exp)
-    views = exp.views() if hasattr(exp, "views") else [exp]
+    views = exp.views()
     for k, view in enumerate(views):
         _add_view(plan, view, k)
     return plan
