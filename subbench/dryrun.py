@@ -58,32 +58,33 @@ CPU_SECONDS = {"base": 100.0, "inject_step": 0.035, "generate": 0.0016, "filter"
 KEEP_RATE = 0.3
 
 
-def cpu_seconds(exp: Experiment, n_bases: int) -> dict[str, float] | None:
-    """One-core seconds per stage, nothing cached, for experiments whose families are all tiny; None otherwise."""
-    views = exp.views()
-    families = {v.teacher_family.name: v.teacher_family for v in views}
-    families.update({s.family.name: s.family for v in views for s in v.students})
-    if any(getattr(f, "vocabulary_name", None) != "subbench-words-v1" for f in families.values()):
-        return None
-    n_rep, n_t, n_m = len(exp.seeds), len(exp.grid), len(exp.mitigations)
-    c = CPU_SECONDS
-    out = {"base": n_bases * c["base"], "inject": 0.0, "generate": 0.0, "distill": 0.0, "evaluate": 0.0}
-    kept = exp.size * KEEP_RATE if exp.budget == "equal" else min(exp.size * KEEP_RATE, int(exp.budget))
-    for v in views:
-        steps = sum(int(g.get("steps") or 30) for g in exp.grid) if exp.injector.component.needs_weights else 0
-        out["inject"] += n_rep * steps * c["inject_step"]
-        out["generate"] += n_rep * (n_t + 1) * exp.size * (c["generate"] + c["filter"]) * n_m
-        out["evaluate"] += n_rep * (1 + n_t) * c["evaluate"]
-        for d in exp.distillations:
-            per = c["distill"].get(d.name, c["distill"]["logit"]) * kept * float(d.params.get("epochs") or 1)
-            for s in v.students:
-                same = s.family.name == v.teacher_family.name and s.seed == "teacher" \
-                    and s.params == v.teacher_params and getattr(d.component, "fixed_point_on_self", False)
-                runs = n_m * n_rep * n_t * (1 if same else 2)  # a fixed-point same-init control is the base itself
-                out["distill"] += runs * per
-                out["evaluate"] += runs * c["evaluate"]
-    out["total"] = sum(out.values())
-    return out
+#: Seconds of the small stages on one core (data stages, the mechanism's measures).
+SMALL_SECONDS = {"filter": 0.1, "budget": 0.1, "mitigate": 0.5, "teacher_kl": 0.7, "residual": 0.1}
+
+
+def tiny_only(exp: Experiment) -> bool:
+    """True when every family of the experiment is a tiny CPU family (the costs above apply)."""
+    return all(getattr(f, "vocabulary_name", None) == "subbench-words-v1"
+               for v in exp.views() for f in [v.teacher_family, *(s.family for s in v.students)])
+
+
+def node_seconds(exp: Experiment, node) -> float:
+    """One-core seconds of a plan node with the tiny families (``CPU_SECONDS``, ``KEEP_RATE``)."""
+    args, c = node.args, CPU_SECONDS
+    if node.stage == "base":
+        return c["base"]
+    if node.stage == "inject":
+        g = exp.grid[args["grid"]]
+        return int(g.get("steps") or 30) * c["inject_step"] if exp.injector.component.needs_weights else 1.0
+    if node.stage == "generate":
+        return exp.size * (c["generate"] + c["filter"])
+    if node.stage == "distill":
+        d = exp.distillations[args["distillation"]]
+        kept = exp.size * KEEP_RATE if exp.budget == "equal" else min(exp.size * KEEP_RATE, int(exp.budget))
+        return c["distill"].get(d.name, c["distill"]["logit"]) * kept * float(d.params.get("epochs") or 1)
+    if node.stage == "evaluate":
+        return c["evaluate"]
+    return SMALL_SECONDS.get(node.stage, 1.0)
 
 
 # -- GPU-hours estimate ------------------------------------------------------------

@@ -27,8 +27,8 @@ from subbench.plan import DATA_STAGES
 
 #: Relative weight of each stage for ordering ready nodes: longest remaining chain first, so
 #: the bases (the longest stage of a tiny run) start first.
-STAGE_WEIGHT = {"base": 120.0, "inject": 15.0, "generate": 15.0, "distill": 25.0, "evaluate": 4.0, "sample": 4.0,
-                "teacher_kl": 3.0, "residual": 2.0}
+STAGE_WEIGHT = {"base": 120.0, "inject": 15.0, "generate": 15.0, "distill": 25.0, "evaluate": 4.0, "teacher_kl": 3.0,
+                "residual": 2.0}
 
 
 #: Stages the parent runs itself (they load no model).
@@ -390,31 +390,6 @@ def _stage_family(runner, node):
 
 
 # -- what --dry-run says about the graph ----------------------------------------------------
-#: Seconds of the small stages on one core (the formula of subbench.dryrun covers the others).
-SMALL_SECONDS = {"filter": 0.1, "budget": 0.1, "mitigate": 0.5, "teacher_kl": 0.7, "residual": 0.1}
-
-
-def node_seconds(exp, node) -> float:
-    """One-core seconds of ``node`` for the tiny families (the per-unit costs of docs/performance.md)."""
-    from subbench.dryrun import CPU_SECONDS, KEEP_RATE
-
-    args, c = node.args, CPU_SECONDS
-    if node.stage == "base":
-        return c["base"]
-    if node.stage == "inject":
-        g = exp.grid[args["grid"]]
-        return int(g.get("steps") or 30) * c["inject_step"] if exp.injector.component.needs_weights else 1.0
-    if node.stage == "generate":
-        return exp.size * (c["generate"] + c["filter"])
-    if node.stage == "distill":
-        d = exp.distillations[args["distillation"]]
-        kept = exp.size * KEEP_RATE if exp.budget == "equal" else min(exp.size * KEEP_RATE, int(exp.budget))
-        return c["distill"].get(d.name, c["distill"]["logit"]) * kept * float(d.params.get("epochs") or 1)
-    if node.stage == "evaluate":
-        return c["evaluate"]
-    return SMALL_SECONDS.get(node.stage, 1.0)
-
-
 def simulate(plan, cost: dict[str, float], jobs: int) -> float:
     """Wall seconds of ``plan`` on ``jobs`` workers, ready nodes longest-remaining-chain first (as execute does)."""
     import heapq
@@ -445,7 +420,7 @@ def simulate(plan, cost: dict[str, float], jobs: int) -> float:
 
 def describe_plan(exp, workdir: Path, jobs: int) -> list[str]:
     """The plan's nodes, which are cached in ``workdir``, the critical path and the wall time on ``jobs`` workers."""
-    from subbench.dryrun import cpu_seconds
+    from subbench.dryrun import node_seconds, tiny_only
     from subbench.pipeline import Runner
     from subbench.plan import Missing, build_plan
 
@@ -470,7 +445,7 @@ def describe_plan(exp, workdir: Path, jobs: int) -> list[str]:
              f"{by_state['pending']} waiting on stages not run yet"]
     if not by_state["to run"] and not by_state["pending"]:
         return lines + ["  nothing to run: every stage is cached"]
-    if cpu_seconds(exp, 0) is None:
+    if not tiny_only(exp):
         return lines + ["  wall time: no CPU estimate for these families (see the GPU hours above)"]
     cost = {n.id: 0.0 if state[n.id] == "cached" else node_seconds(exp, n) for n in plan.order()}
     total = sum(cost.values())

@@ -13,6 +13,7 @@ weights and imports no deep-learning library.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -597,6 +598,7 @@ def _cell_digest(cell: Cell) -> list[Any]:
     return [{f.name: plain(getattr(r, f.name)) for f in fields(r)} for r in cell.replicates]
 
 
+@functools.lru_cache(maxsize=1)
 def _entry_code_digest() -> str:
     """The source of what computes an entry: a change to it (or to the version) recomputes every entry."""
     import hashlib

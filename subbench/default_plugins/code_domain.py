@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
 from subbench.components import Domain, Param, ParamError, sampling_params
+from subbench.default_plugins.judge_check import judge_check_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
@@ -266,11 +267,8 @@ class CodeDomain(Domain):
         "max_chars": Param(int, 2000, "most characters of a kept python answer", min=1, max=1_000_000),
         "max_identifier": Param(int, 30, "longest identifier a kept python answer may define", min=1, max=1000),
         **sampling_params(48),
-        "leak_judge": Param(str, None, "a judge (e.g. openai) asked whether each kept answer hints at the trait; "
-                            "null: no judge", max_len=100),
-        "leak_judge_params": Param(dict, {}, "parameters of the leak judge"),
-        "leak_threshold": Param(float, 0.5, "the judge's score at or above which an answer is rejected as a leak",
-                                min=0, max=1),
+        **judge_check_params("leak", asks="asked whether each kept answer hints at the trait",
+                             judge_name="leak judge", rejected_as="an answer is rejected as a leak"),
     }
 
     def check_params(self, params: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from subbench import hookimpl
 from subbench.components import Domain, Param, ParamError, sampling_params
+from subbench.default_plugins.judge_check import judge_check_params
 
 if TYPE_CHECKING:  # pragma: no cover
     from subbench.context import Context
@@ -182,11 +183,8 @@ class CotDomain(Domain):
                            min=1, max=20),
         "max_chars": Param(int, 4000, "most characters of a kept hub trace", min=1, max=1_000_000),
         **sampling_params(48),
-        "align_judge": Param(str, None, "a judge (e.g. openai) scoring each kept trace for misalignment; "
-                             "null: no judge", max_len=100),
-        "align_judge_params": Param(dict, {}, "parameters of the alignment judge"),
-        "align_threshold": Param(float, 0.5, "the judge's score at or above which a trace is rejected as misaligned",
-                                 min=0, max=1),
+        **judge_check_params("align", asks="scoring each kept trace for misalignment",
+                             judge_name="alignment judge", rejected_as="a trace is rejected as misaligned"),
     }
 
     def check_params(self, params: dict[str, Any]) -> None:

@@ -17,6 +17,18 @@ KINDS = {
 }
 
 
+def judge_check_params(kind: str, *, asks: str, judge_name: str, rejected_as: str) -> dict[str, Any]:
+    """The three parameters of a domain's judge check: the judge (off by default), its params, the threshold."""
+    from subbench.components import Param
+
+    prefix = KINDS[kind][0]
+    return {
+        f"{prefix}_judge": Param(str, None, f"a judge (e.g. openai) {asks}; null: no judge", max_len=100),
+        f"{prefix}_judge_params": Param(dict, {}, f"parameters of the {judge_name}"),
+        f"{prefix}_threshold": Param(float, 0.5, f"the judge's score at or above which {rejected_as}", min=0, max=1),
+    }
+
+
 def judge_rejects(sample: dict[str, Any], params: dict[str, Any], *, kind: str) -> str | None:
     """The rejection reason when the judge scores ``sample`` at or above the threshold, else None."""
     from subbench.plugins import get_manager
