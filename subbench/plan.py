@@ -49,7 +49,6 @@ class Node:
     op: str
     args: dict[str, Any]
     deps: dict[str, "Node"]
-    label: str
     #: Nodes that should finish first though their artifacts are not read (work done once:
     #: the first student of a dataset records the teacher's soft labels the others replay).
     after: list["Node"] = field(default_factory=list)
@@ -90,15 +89,14 @@ class Plan:
         self.nodes: dict[str, Node] = {}
         self.cells: dict[tuple[int, ...], CellPlan] = {}
 
-    def add(self, stage: str, op: str, label: str, deps: dict[str, Node | None] | None = None,
-            **args: Any) -> Node:
+    def add(self, stage: str, op: str, deps: dict[str, Node | None] | None = None, **args: Any) -> Node:
         """The node for ``op(args)`` over ``deps``: an existing one when the same was asked before."""
         deps = {k: v for k, v in (deps or {}).items() if v is not None}
         ident = json.dumps([op, args, sorted((k, v.id) for k, v in deps.items())], sort_keys=True, default=str)
         nid = f"{stage}:{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
         node = self.nodes.get(nid)
         if node is None:
-            node = self.nodes[nid] = Node(nid, stage, op, args, deps, label)
+            node = self.nodes[nid] = Node(nid, stage, op, args, deps)
         return node
 
     # -- reading it ---------------------------------------------------------------
@@ -159,20 +157,20 @@ def _add_view(plan: Plan, exp: Experiment, k: int) -> None:
     has_residual = bool(getattr(t_family, "steering_layers", None)) and getattr(t_family, "open_weights", True)
 
     def base(fam, seed: int, params: dict[str, Any]) -> Node:
-        return plan.add("base", "op_base", f"{fam.name} seed {seed}", family=fam.name, seed=seed, params=params)
+        return plan.add("base", "op_base", family=fam.name, seed=seed, params=params)
 
     def view(kind: str) -> dict[str, int]:
         return {"view": k} if kind == "student" else {}  # a student index means something in its view only
 
     def evaluate(model: Node, kind: str, who: Any, model_base: Node | None = None) -> Node:
-        return plan.add("evaluate", "op_evaluate", "", {"model": model, "model_base": model_base}, kind=kind, who=who,
+        return plan.add("evaluate", "op_evaluate", {"model": model, "model_base": model_base}, kind=kind, who=who,
                         **view(kind))
 
     def residual(model: Node, kind: str, who: Any, family, model_base: Node | None = None) -> Node | None:
         layers = getattr(family, "steering_layers", None)
         if not layers or not getattr(family, "open_weights", True):
             return None
-        return plan.add("residual", "op_residual", "", {"model": model, "model_base": model_base}, kind=kind, who=who,
+        return plan.add("residual", "op_residual", {"model": model, "model_base": model_base}, kind=kind, who=who,
                         family=family.name, **view(kind))
 
     for r in exp.seeds:
@@ -184,26 +182,26 @@ def _add_view(plan: Plan, exp: Experiment, k: int) -> None:
             point = _point(mit)
             teachers = []
             for gi, _g in enumerate(exp.grid):
-                t = plan.add("inject", "op_inject", "", {"base": b}, family=t_family.name, grid=gi, seed=r)
+                t = plan.add("inject", "op_inject", {"base": b}, family=t_family.name, grid=gi, seed=r)
                 direction = {"dir_teacher": t, "dir_base": b}
                 gen_dirs = direction if point == "activations" else {}
-                c_gen = plan.add("generate", "op_generate", "", {"model": b, **gen_dirs}, kind="base", who=t_family.name,
+                c_gen = plan.add("generate", "op_generate", {"model": b, **gen_dirs}, kind="base", who=t_family.name,
                                  seed=r, mitigation=mi if point in ("decoding", "activations") else None)
-                t_gen = plan.add("generate", "op_generate", "", {"model": t, "model_base": b, **gen_dirs}, kind="teacher",
+                t_gen = plan.add("generate", "op_generate", {"model": t, "model_base": b, **gen_dirs}, kind="teacher",
                                  who=t_family.name, seed=r, mitigation=mi if point in ("decoding", "activations") else None)
-                c_filt = plan.add("filter", "op_filter", "", {"raw": c_gen})
-                t_filt = plan.add("filter", "op_filter", "", {"raw": t_gen})
+                c_filt = plan.add("filter", "op_filter", {"raw": c_gen})
+                t_filt = plan.add("filter", "op_filter", {"raw": t_gen})
                 t_data, c_data = t_filt, c_filt
                 if point == "data":
-                    t_data = plan.add("mitigate", "op_mitigate", "", {"data": t_filt, "control": c_filt}, role="teacher",
+                    t_data = plan.add("mitigate", "op_mitigate", {"data": t_filt, "control": c_filt}, role="teacher",
                                       seed=r, mitigation=mi)
-                    c_data = plan.add("mitigate", "op_mitigate", "", {"data": t_filt, "control": c_filt}, role="control",
+                    c_data = plan.add("mitigate", "op_mitigate", {"data": t_filt, "control": c_filt}, role="control",
                                       seed=r, mitigation=mi)
-                t_budget = plan.add("budget", "op_budget", "", {"data": t_data, "control": c_data}, role="teacher", seed=r)
-                c_budget = plan.add("budget", "op_budget", "", {"data": t_data, "control": c_data}, role="control", seed=r)
+                t_budget = plan.add("budget", "op_budget", {"data": t_data, "control": c_data}, role="teacher", seed=r)
+                c_budget = plan.add("budget", "op_budget", {"data": t_data, "control": c_data}, role="control", seed=r)
                 kl = None
                 if has_residual and exp.injector.component.open_weights:
-                    kl = plan.add("teacher_kl", "op_teacher_kl", "", {"teacher": t, "teacher_base": b, "data": t_filt},
+                    kl = plan.add("teacher_kl", "op_teacher_kl", {"teacher": t, "teacher_base": b, "data": t_filt},
                                   family=t_family.name)
                 t_eval = evaluate(t, "teacher", t_family.name, b)
                 teachers.append({"inject": t, "base": b, "eval": t_eval, "filter": t_filt, "control_filter": c_filt,
@@ -223,12 +221,12 @@ def _add_view(plan: Plan, exp: Experiment, k: int) -> None:
                         if fixed:
                             control, c_model = None, sb
                         else:
-                            control = plan.add("distill", "op_distill", "",
+                            control = plan.add("distill", "op_distill",
                                                {"student_base": sb, "data": tch["control_data"], "model": b, **dirs},
                                                student=si, distillation=di, seed=r, role="control", mitigation=mi,
                                                kind="base", who=t_family.name, view=k)
                             c_model = control
-                        student = plan.add("distill", "op_distill", "",
+                        student = plan.add("distill", "op_distill",
                                            {"student_base": sb, "data": tch["data"], "model": tch["inject"],
                                             "model_base": b, **dirs},
                                            student=si, distillation=di, seed=r, role="student", mitigation=mi,
