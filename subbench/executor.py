@@ -245,7 +245,7 @@ class ProcessPool:
 
         self.runner, self.slots = runner, jobs
         # glibc's default of 8 malloc arenas per core lets each worker's heap grow where two do
-        # (one torch thread each): about 0.1 GiB less per worker (benchmarks/README.md)
+        # (one torch thread each): about 0.1 GiB less per worker (docs/results.md, "Memory")
         os.environ.setdefault("MALLOC_ARENA_MAX", "2")
         logs = Path(runner.workdir) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
